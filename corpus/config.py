@@ -1,0 +1,42 @@
+"""Typed settings of corpus ingestion: which sources, how to validate, how to size parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from infra.config import StrictModel
+
+
+class SourceConfig(StrictModel):
+    """One input source of the corpus: a connector kind, its input URLs and its options."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.\-]+$", description="Dataset name (series ids are name/item)")
+    kind: str = Field(..., description="Connector: tsf, m4, ltsf, wiki, lotsa, long")
+    paths: list[str] = Field(..., min_length=1, description="Input URLs (local paths, s3://...)")
+    domain: str = Field("other", description="Domain label stored per series (energy, traffic, web, ...)")
+    freq: str | None = Field(None, description="Pandas offset alias; overrides what the connector infers")
+    options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from corpus.sources.registry import CONNECTORS, load_builtin_connectors
+
+        load_builtin_connectors()
+        if kind not in CONNECTORS:
+            raise ValueError(f"unknown connector {kind!r}; known: {', '.join(sorted(CONNECTORS))}")
+        return kind
+
+
+class IngestConfig(StrictModel):
+    """Validation and part sizing shared by every source."""
+
+    min_length: int = Field(8, ge=1, description="Series shorter than this go to quarantine")
+    part_max_rows: int = Field(100_000, ge=1, description="Rows per Parquet part at most")
+    part_max_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="In-memory bytes per part at most")
+    batch_rows: int = Field(2048, ge=1, description="Series buffered before they are converted to Arrow")
+    retries: int = Field(2, ge=0, description="Retries of a source task on transient I/O errors")
+    retry_delay_seconds: float = Field(2.0, ge=0)
+    sources: list[SourceConfig] = Field(default_factory=list)
