@@ -31,3 +31,25 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture
 def shared_data_path():
     return shared_data
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto server for the session; tests use distinct bucket names."""
+    from tests.s3_server import start_moto
+
+    server = start_moto()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the session's server; returns (root_url, storage_options)."""
+    import re
+
+    from tests.s3_server import make_bucket
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") or "bucket"
+    make_bucket(s3_server, name)
+    return f"s3://{name}/root", s3_server.storage_options
