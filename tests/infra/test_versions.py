@@ -26,7 +26,10 @@ SCHEMA = pa.schema([("id", pa.int64()), ("values", pa.large_list(pa.float32()))]
 
 def _table(n: int, offset: int = 0) -> pa.Table:
     return pa.table(
-        {"id": list(range(offset, offset + n)), "values": [[float(i), float(i) / 2] for i in range(offset, offset + n)]},
+        {
+            "id": list(range(offset, offset + n)),
+            "values": [[float(i), float(i) / 2] for i in range(offset, offset + n)],
+        },
         schema=SCHEMA,
     )
 

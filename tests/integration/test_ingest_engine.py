@@ -94,7 +94,8 @@ def test_malformed_file_error_names_file_item_and_reason(tmp_path: Path) -> None
     msg = str(info.value)
     assert "bad.tsf" in msg and "line 5" in msg and "oops" in msg
     assert list_versions(str(tmp_path / "root"), "corpus/bad") == []  # nothing half-written is visible
-    assert not (tmp_path / "root" / "corpus" / "bad").exists() or not any((tmp_path / "root" / "corpus" / "bad").iterdir())
+    leftovers = tmp_path / "root" / "corpus" / "bad"
+    assert not leftovers.exists() or not any(leftovers.iterdir())
 
 
 def test_m4_through_the_cli_matches_an_independent_parse_and_is_idempotent(tmp_path: Path) -> None:
