@@ -218,7 +218,10 @@ def ingest_source(
     ``on_progress(series, points)`` is called after every batch, for progress bars.
     """
     connector = get_connector(source.kind)
-    options = connector.parse_options(source.options)
+    raw_options = dict(source.options)
+    if source.freq and "freq" in connector.options_model.model_fields and "freq" not in raw_options:
+        raw_options["freq"] = source.freq  # so connectors that check dates against a grid use the user's freq
+    options = connector.parse_options(raw_options)
     inputs = input_fingerprints(source.paths, storage_options)
     version_id = version_id_for(source, cfg, inputs)
     existing = find_version(root, dataset_name(source), version_id, storage_options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 
 from corpus.config import IngestConfig, SourceConfig
@@ -41,7 +41,8 @@ def ingest_flow(profile: Profile) -> list[dict[str, Any]]:
         retries=cfg.retries, retry_delay_seconds=[cfg.retry_delay_seconds * 2**i for i in range(max(cfg.retries, 1))]
     )
     futures = task_with_retries.map(
-        cfg.sources, cfg=cfg, root=profile.storage.root, storage_options=profile.storage.options
+        cfg.sources, cfg=unmapped(cfg), root=unmapped(profile.storage.root),
+        storage_options=unmapped(profile.storage.options),
     )
     summaries = [f.result() for f in futures]
     create_markdown_artifact(

@@ -1,0 +1,77 @@
+"""The Prefect ingest flow: one task per source in parallel, retries on transient I/O only."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import s3fs
+
+from corpus.config import IngestConfig, SourceConfig
+from corpus.errors import MalformedInputError
+from infra.versions import list_versions, open_version
+from pipelines.ingest import ingest_flow
+from pipelines.profile import Profile
+from tests.conftest import shared_data
+from tests.s3_server import make_bucket, start_moto
+
+
+def test_flow_ingests_every_source_and_reports_each(prefect_harness, tmp_path: Path) -> None:
+    sources = [
+        SourceConfig(name="m4_hourly_tsf", kind="tsf", paths=[str(shared_data("monash", "m4_hourly_dataset.tsf"))]),
+        SourceConfig(name="etth2", kind="ltsf", paths=[str(shared_data("ett", "ETTh2.csv"))], domain="energy"),
+    ]
+    profile = Profile(storage={"root": str(tmp_path)}, ingest=IngestConfig(sources=sources))
+    summaries = ingest_flow(profile)
+    by_source = {s["source"]: s for s in summaries}
+    assert by_source["m4_hourly_tsf"]["series"] == 414
+    assert by_source["etth2"]["series"] == 7 and by_source["etth2"]["points"] == 7 * 17420
+    assert open_version(by_source["etth2"]["version"]).manifest["stats"]["quarantined"] == 0
+    again = ingest_flow(profile)
+    assert all(s["reused"] for s in again)
+
+
+def test_transient_outage_is_retried_and_bad_input_is_not(prefect_harness, tmp_path: Path) -> None:
+    server = start_moto(recording=tmp_path / "journal")
+    try:
+        make_bucket(server, "flaky-bucket")
+        fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
+        fs.pipe("flaky-bucket/in.csv", b"id,timestamp,value\n" + b"".join(
+            f"a,2024-01-01 {h:02d}:00:00,{h}\n".encode() for h in range(24)))
+        server.kill()  # the store is down when the flow starts
+
+        restarted: list = []
+
+        def bring_back() -> None:
+            time.sleep(2.0)
+            restarted.append(start_moto(port=server.port, recording=tmp_path / "journal"))
+            restarted[0].replay_recording()
+
+        threading.Thread(target=bring_back, daemon=True).start()
+        source = SourceConfig(name="flaky", kind="long", paths=["s3://flaky-bucket/in.csv"], freq="h")
+        profile = Profile(
+            storage={"root": str(tmp_path / "root"), "options": server.storage_options},
+            ingest=IngestConfig(sources=[source], retries=3, retry_delay_seconds=1.0),
+        )
+        t0 = time.monotonic()
+        summaries = ingest_flow(profile)
+        assert summaries[0]["series"] == 1 and summaries[0]["points"] == 24
+        assert time.monotonic() - t0 > 2.0  # it really waited for the store to come back
+    finally:
+        for s in [server, *restarted]:
+            s.kill()
+
+    bad = tmp_path / "bad.tsf"
+    bad.write_text("@relation x\n@frequency daily\n@data\n1,2,x\n")
+    profile = Profile(
+        storage={"root": str(tmp_path / "root2")},
+        ingest=IngestConfig(sources=[SourceConfig(name="bad", kind="tsf", paths=[str(bad)])], retries=3,
+                            retry_delay_seconds=5.0),
+    )
+    t0 = time.monotonic()
+    with pytest.raises(MalformedInputError, match="bad.tsf"):
+        ingest_flow(profile)
+    assert time.monotonic() - t0 < 5.0  # failed at once: bad input is never retried
+    assert list_versions(str(tmp_path / "root2"), "corpus/bad") == []
