@@ -54,7 +54,12 @@ def test_bank_is_the_reference_bank() -> None:
     families = [k.family for k in bank]
     assert BANK_SIZE == len(bank) == 33
     assert {f: families.count(f) for f in set(families)} == {
-        "periodic": 21, "linear": 3, "rbf": 3, "rational_quadratic": 3, "white": 2, "constant": 1
+        "periodic": 21,
+        "linear": 3,
+        "rbf": 3,
+        "rational_quadratic": 3,
+        "white": 2,
+        "constant": 1,
     }
     assert [k.label for k in bank].count(f"Periodic(4/{DEFAULT_LENGTH})") == 3
     assert bank[0].param == 24 / DEFAULT_LENGTH
@@ -67,8 +72,7 @@ def test_each_base_kernel_matches_sklearn_on_the_grid() -> None:
     for k, base in enumerate(sampler.bank):
         expected = base.to_sklearn()(X)
         np.testing.assert_allclose(base.matrix(sampler.x), expected, rtol=1e-10, atol=1e-10, err_msg=base.label)
-        np.testing.assert_allclose(sampler.product_matrix((k,)), expected, rtol=1e-10, atol=1e-10,
-                                   err_msg=base.label)
+        np.testing.assert_allclose(sampler.product_matrix((k,)), expected, rtol=1e-10, atol=1e-10, err_msg=base.label)
         np.testing.assert_allclose(base.diagonal(sampler.x), np.diag(expected), rtol=1e-12, err_msg=base.label)
 
 
@@ -94,8 +98,7 @@ def test_expanded_monomials_equal_the_sklearn_composition() -> None:
         expected = expr.to_sklearn(sampler.bank)(X)
         expanded = sum(sampler.product_matrix(t) for t in expr.monomials())
         label = expr.label(sampler.bank)
-        np.testing.assert_allclose(expanded, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max(),
-                                   err_msg=label)
+        np.testing.assert_allclose(expanded, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max(), err_msg=label)
         np.testing.assert_allclose(expr.matrix(sampler.bank, sampler.x), expected, rtol=1e-10, atol=1e-12)
 
 
@@ -166,8 +169,9 @@ def wishart_z(samples: np.ndarray, cov: np.ndarray) -> float:
         (("White(0.1)", "*", "Linear(10)", "+", "Periodic(30/64)"), None, "diagonal"),
     ],
 )
-def test_empirical_covariance_matches_the_kernel(formula: tuple[str, ...], max_features: int | None,
-                                                  route: str) -> None:
+def test_empirical_covariance_matches_the_kernel(
+    formula: tuple[str, ...], max_features: int | None, route: str
+) -> None:
     length, n = 64, 4000
     overrides = {} if max_features is None else {"max_features": max_features}
     sampler = make_sampler(length, **overrides)
@@ -193,7 +197,9 @@ def test_fixed_seed_draws_pinned_kernels() -> None:
     """PCG64 streams are stable across platforms and numpy versions, so the kernel draws are pinned."""
     cfg = KernelSynthConfig(n_series=3, length=64, seed=0)
     assert [generate_series(cfg, i).kernel for i in range(3)] == [
-        "Periodic(4/64)", "White(1) + Constant(1) + Periodic(26/64)", "Periodic(30/64)"
+        "Periodic(4/64)",
+        "White(1) + Constant(1) + Periodic(26/64)",
+        "Periodic(30/64)",
     ]
 
 
@@ -234,8 +240,10 @@ def test_series_fail_with_their_index_when_every_draw_fails() -> None:
         generate_series(cfg, 7, AlwaysFail.from_config(cfg))
 
 
-@pytest.mark.parametrize(("field", "value"), [("length", 0), ("max_kernels", 0), ("n_series", -1),
-                                              ("product_probability", 1.5), ("workers", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("length", 0), ("max_kernels", 0), ("n_series", -1), ("product_probability", 1.5), ("workers", 0)],
+)
 def test_bad_config_values_are_rejected_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         KernelSynthConfig(**{field: value})
