@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -98,17 +97,110 @@ def ingest(
     out.print(result.version.url, soft_wrap=True)
 
 
-@run_app.command("refresh")
-def run_refresh(profile: ProfileOpt = "local") -> None:
-    """Corpus refresh: ingest every source of the profile (one Prefect task each); prints the versions."""
-    from pipelines.ingest import ingest_flow
-    from pipelines.reporting import rich_table
+@app.command()
+def synth(
+    n: Annotated[int, typer.Option("--n", help="Series to synthesize")] = 1000,
+    length: Annotated[int, typer.Option(help="Points per series")] = 1024,
+    seed: Annotated[int | None, typer.Option(help="Root seed (series i is the same whatever the workers)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes")] = None,
+    out_root: Annotated[str | None, typer.Option("--out", help="Storage root (default: the profile's)")] = None,
+    profile: ProfileOpt = "local",
+) -> None:
+    """KernelSynth: synthesize N series of length L into the corpus; prints the version folder last."""
+    from corpus.kernelsynth import KernelSynthConfig, synthesize
+    from infra.config import validate_config
 
     prof = _profile(profile)
-    summaries = ingest_flow(prof)
-    console.print(rich_table([{k: v for k, v in s.items() if k != "version"} for s in summaries], title="sources"))
-    for s in summaries:
-        out.print(s["version"], soft_wrap=True)
+    data = prof.synth.model_dump() | {"n_series": n, "length": length}
+    data |= {k: v for k, v in {"seed": seed, "workers": workers}.items() if v is not None}
+    cfg = validate_config(KernelSynthConfig, data, "synth arguments")
+    version = synthesize(cfg, out_root or prof.storage.root, prof.storage.options, progress=True)
+    out.print(version.url, soft_wrap=True)
+
+
+@app.command()
+def balance(
+    corpus: Annotated[list[str], typer.Option("--corpus", help="Corpus version folder(s) to balance")],
+    samples: Annotated[int, typer.Option(help="Training samples to draw")] = 10_000,
+    length: Annotated[int | None, typer.Option(help="Sample length (NaN-padded)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
+    out_root: Annotated[str | None, typer.Option("--out", help="Storage root (default: the profile's)")] = None,
+    profile: ProfileOpt = "local",
+) -> None:
+    """BLAST: balance corpus versions into training shards; prints the training-corpus version folder last."""
+    from corpus.blast.balance import balance as run_balance
+    from corpus.blast.config import BlastConfig
+    from infra.config import validate_config
+
+    prof = _profile(profile)
+    data = prof.balance.model_dump() | {"n_samples": samples}
+    data |= {k: v for k, v in {"sample_length": length, "seed": seed}.items() if v is not None}
+    cfg = validate_config(BlastConfig, data, "balance arguments")
+    version = run_balance(corpus, cfg, out_root or prof.storage.root, prof.storage.options, progress=True)
+    out.print(version.url, soft_wrap=True)
+
+
+@run_app.command("refresh")
+def run_refresh(profile: ProfileOpt = "local") -> None:
+    """Corpus refresh flow: ingest every source, KernelSynth, BLAST; prints the training-corpus version last."""
+    from pipelines.refresh import corpus_refresh_flow
+    from pipelines.reporting import rich_table
+
+    result = corpus_refresh_flow(_profile(profile))
+    if result["sources"]:
+        console.print(rich_table([{k: v for k, v in s.items() if k != "version"} for s in result["sources"]],
+                                 title="sources"))
+    console.print(rich_table([result["kernelsynth"], result["training_corpus"]], title="corpus"))
+    out.print(result["training_corpus"]["version"], soft_wrap=True)
+
+
+@run_app.command("pretrain-then-adapt")
+def run_pretrain_then_adapt(
+    profile: ProfileOpt = "local",
+    data_dir: Annotated[str | None, typer.Option(help="Folder with real benchmark files (standard names)")] = None,
+    benchmarks: Annotated[str | None, typer.Option(help="Comma list overriding the profile's benchmarks")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh/--no-refresh", help="Refresh the corpus first")] = True,
+) -> None:
+    """The one-click job: refresh -> pretrain -> adapt per benchmark -> report; prints the report path last."""
+    from pipelines.one_click import pretrain_then_adapt_flow
+    from pipelines.reporting import rich_table
+
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None
+    result = pretrain_then_adapt_flow(_profile(profile), refresh=refresh, data_dir=data_dir, benchmarks=names)
+    cols = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "crps", "coverage_80", "status"]
+    console.print(rich_table(result["results"], title=f"run {result['run_id']}", columns=cols))
+    out.print(result["report"], soft_wrap=True)
+
+
+@app.command()
+def rerun(
+    run_id: Annotated[str, typer.Argument(help="A recorded run id (see `factost runs`)")],
+    force: Annotated[bool, typer.Option(help="Rerun even if the code version or an input's content changed")] = False,
+    tolerance: Annotated[float, typer.Option(help="Allowed relative difference per metric")] = 0.05,
+    profile: ProfileOpt = "local",
+) -> None:
+    """Execute a recorded run again and compare: shard hashes exactly, metrics within the tolerance."""
+    from pipelines.reporting import rich_table
+    from pipelines.rerun import RerunMismatch, rerun_flow
+
+    try:
+        outcome = rerun_flow(run_id, _profile(profile), force=force, tolerance=tolerance)
+    except RerunMismatch as exc:
+        console.print(rich_table(exc.outcome["comparison"], title=f"rerun of {run_id}: MISMATCH"))
+        raise
+    console.print(rich_table(outcome["comparison"], title=f"rerun of {run_id}: reproduced"))
+    out.print(outcome["report"], soft_wrap=True)
+
+
+@app.command()
+def runs(profile: ProfileOpt = "local") -> None:
+    """List recorded runs with their status and headline metrics."""
+    from pipelines.reporting import rich_table
+    from pipelines.runs import headline, list_runs
+
+    prof = _profile(profile)
+    rows = [headline(r) for r in list_runs(prof.storage.root, prof.storage.options)]
+    out.print(rich_table(rows, title="runs") if rows else "no recorded runs")
 
 
 @app.command()
@@ -130,9 +222,23 @@ def versions(
         out.print(v.url, soft_wrap=True)
 
 
+def _register_stage_commands() -> None:
+    """The pretrain and adapt commands live beside their flows; the CLI only registers them."""
+    from pipelines.adapt import adapt_command
+    from pipelines.pretrain import pretrain_command
+
+    app.command("pretrain")(pretrain_command)
+    app.command("adapt")(adapt_command)
+
+
+_register_stage_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn any failure into one line on stderr and exit code 1."""
-    logging.basicConfig(level=os.environ.get("FACTOST_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("FACTOST_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         app(args=argv, standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -7,7 +7,10 @@ from typing import Any
 
 from pydantic import Field
 
+from adaptation.config import AdaptConfig
+from corpus.blast.config import BlastConfig
 from corpus.config import IngestConfig
+from corpus.kernelsynth import KernelSynthConfig
 from infra.config import (
     RayConfig,
     StorageConfig,
@@ -18,6 +21,19 @@ from infra.config import (
     resolve_profile_path,
     validate_config,
 )
+from training.config import PretrainConfig
+
+
+class BenchmarksConfig(StrictModel):
+    """Which benchmarks the STA stage adapts to, and where their files are looked up before any download."""
+
+    names: list[str] = Field(
+        default_factory=lambda: ["synthetic-traffic", "synthetic-grid"],
+        min_length=1,
+        description="Registry names (etth2, pems08, ...), synthetic presets, or paths of generic files",
+    )
+    data_dir: str | None = Field(None, description="Folder searched for the benchmarks' standard file names")
+    parallel: int = Field(1, ge=1, description="Benchmarks adapted at the same time")
 
 
 class Profile(StrictModel):
@@ -27,6 +43,11 @@ class Profile(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    synth: KernelSynthConfig = Field(default_factory=KernelSynthConfig)
+    balance: BlastConfig = Field(default_factory=BlastConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    benchmarks: BenchmarksConfig = Field(default_factory=BenchmarksConfig)
 
 
 def load_profile(profile: str | Path = "local", overrides: dict[str, Any] | None = None) -> Profile:
@@ -37,3 +58,14 @@ def load_profile(profile: str | Path = "local", overrides: dict[str, Any] | None
     if overrides:
         data = deep_merge(data, overrides)
     return validate_config(Profile, data, str(path))
+
+
+def as_profile(profile: str | Path | Profile | dict[str, Any], overrides: dict[str, Any] | None = None) -> Profile:
+    """Flows accept a profile name (deployments), a path, a dict or a ready ``Profile`` (tests, composition)."""
+    if isinstance(profile, Profile):
+        return profile if not overrides else validate_config(
+            Profile, deep_merge(profile.model_dump(mode="json"), overrides), "profile overrides"
+        )
+    if isinstance(profile, dict):
+        return validate_config(Profile, deep_merge(profile, overrides or {}), "profile")
+    return load_profile(profile, overrides)

@@ -5,4 +5,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-exec .venv/bin/factost run main --profile local "$@"
+exec .venv/bin/factost run pretrain-then-adapt --profile local "$@"

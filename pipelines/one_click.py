@@ -1,0 +1,159 @@
+"""Prefect flow ``pretrain_then_adapt``: the one-click job.
+
+Optional corpus refresh -> UTP pretraining -> one STA task per benchmark -> a report (results table, plots,
+run manifest) as files under ``{root}/runs/{run_id}/`` and as a Prefect artifact. Composition only; the run
+manifest records everything ``rerun`` needs to execute the same work again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from infra.fingerprint import file_fingerprint
+from infra.storage import filesystem, join, to_url, write_bytes_atomic
+from infra.versions import list_versions, open_version
+from pipelines.adapt import run_adapt_flow
+from pipelines.pretrain import pretrain_task, run_summary
+from pipelines.profile import Profile, as_profile
+from pipelines.refresh import corpus_refresh_flow
+from pipelines.reporting import markdown_table
+from pipelines.runs import environment_record, new_run_id, run_url, write_run_manifest
+
+REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
+                  "coverage_98", "norm_mae", "norm_rmse", "train_s", "status"]
+
+
+def absolute_root(prof: Profile) -> Profile:
+    """Ray workers and Prefect tasks may run elsewhere: make a relative local root absolute once, here."""
+    root = prof.storage.root
+    if "://" in root:
+        return prof
+    return prof.model_copy(update={"storage": prof.storage.model_copy(update={"root": str(Path(root).resolve())})})
+
+
+def version_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a version's bytes: its id and the sha256 of every part."""
+    version = open_version(url, storage_options)
+    return {"url": version.url, "version_id": version.version_id, "rows": version.num_rows,
+            "parts": {p["file"]: p["sha256"] for p in version.manifest["parts"]},
+            "inputs": version.manifest.get("inputs", [])}
+
+
+def corpus_record(refresh: dict[str, Any], storage_options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sources": {s["source"]: version_record(s["version"], storage_options) for s in refresh["sources"]},
+        "kernelsynth": version_record(refresh["kernelsynth"]["version"], storage_options),
+        "training_corpus": version_record(refresh["training_corpus"]["version"], storage_options),
+    }
+
+
+def checkpoint_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
+    fs, path = filesystem(join(url, "model.safetensors"), storage_options)
+    return {"url": url, "model_sha256": file_fingerprint(fs, path)["sha256"]}
+
+
+def find_pngs(url: str, storage_options: dict[str, Any]) -> list[str]:
+    fs, path = filesystem(url, storage_options)
+    return sorted(to_url(fs, p) for p in fs.find(path) if p.endswith(".png")) if fs.exists(path) else []
+
+
+def report_markdown(run_id: str, prof: Profile, manifest: dict[str, Any], plots: list[str]) -> str:
+    rows = manifest["results"]
+    corpus = manifest["corpus"]["training_corpus"]
+    lines = [
+        f"# FactoST run {run_id}", "",
+        f"Profile `{prof.name}`, storage `{prof.storage.root}`, started {manifest['started_at']}, "
+        f"took {manifest['duration_s']:.0f} s.", "",
+        "## Corpus", "",
+        f"Training corpus `{corpus['url']}`: {corpus['rows']:,} samples in {len(corpus['parts'])} shard(s).", "",
+        "## Pretraining", "",
+        markdown_table([manifest["pretrain"]["summary"]]), "",
+        "## Adaptation results (original scale; norm_* on the z-scored scale)", "",
+        markdown_table(rows, [c for c in REPORT_COLUMNS if any(c in r for r in rows)]), "",
+        "## Plots", "",
+    ]
+    lines += [f"![{Path(p).parent.name}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="pretrain-then-adapt", log_prints=True)
+def pretrain_then_adapt_flow(
+    profile: str | Profile = "local",
+    refresh: bool = True,
+    data_dir: str | None = None,
+    benchmarks: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    training_corpus: str | None = None,
+) -> dict[str, Any]:
+    """Run the whole job; returns the run id, the report's URL and the results rows.
+
+    Without ``refresh`` the job pretrains on ``training_corpus`` (a version URL), else on the latest version.
+    """
+    prof = absolute_root(as_profile(profile, overrides))
+    if data_dir is not None or benchmarks:
+        update = {k: v for k, v in {"data_dir": data_dir, "names": benchmarks}.items() if v}
+        prof = prof.model_copy(update={"benchmarks": prof.benchmarks.model_copy(update=update)})
+    root, options = prof.storage.root, prof.storage.options
+    log = get_run_logger()
+    run_id = run_id or new_run_id()
+    started = time.time()
+    manifest: dict[str, Any] = {
+        "run_id": run_id, "kind": "pretrain-then-adapt", "status": "running",
+        "started_at": datetime.now(UTC).isoformat(), "profile": prof.model_dump(mode="json"),
+        "refresh": refresh, "seeds": {"synth": prof.synth.seed, "balance": prof.balance.seed,
+                                      "pretrain": prof.pretrain.seed, "adapt": prof.adapt.seed},
+        **environment_record(),
+    }
+    write_run_manifest(root, run_id, manifest, options)
+    try:
+        if refresh:
+            corpus = corpus_record(corpus_refresh_flow(prof), options)
+        else:
+            if training_corpus is None:
+                latest = list_versions(root, "training_corpus", options)
+                if not latest:
+                    raise FileNotFoundError(f"{root}: no training corpus version yet; run with refresh")
+                training_corpus = latest[-1].url
+            corpus = {"sources": {}, "kernelsynth": None,
+                      "training_corpus": version_record(training_corpus, options)}
+        manifest["corpus"] = corpus
+        log.info("pretraining on %s", corpus["training_corpus"]["url"])
+        checkpoint = pretrain_task(corpus["training_corpus"]["url"], prof.pretrain, root, None, options or None,
+                                   prof.ray.address, prof.ray.num_cpus, True)
+        manifest["pretrain"] = {**checkpoint_record(checkpoint, options),
+                                "summary": run_summary(checkpoint, options or None)}
+        adapt = run_adapt_flow(
+            parallel=prof.benchmarks.parallel, checkpoint=checkpoint, benchmarks=prof.benchmarks.names,
+            cfg=prof.adapt, out=root, run_id=run_id, data_dir=prof.benchmarks.data_dir,
+            storage_options=options or None,
+        )
+        manifest["results"] = adapt["rows"]
+        manifest["adapt"] = {"run_dir": adapt["run_dir"], "tables": adapt["tables"], "failures": adapt["failures"]}
+        plots = find_pngs(adapt["run_dir"], options)
+        pretrain_run = checkpoint.rstrip("/").rsplit("/", 2)[-2]
+        plots += find_pngs(join(root, "runs", "pretrain", pretrain_run), options)
+        plots += find_pngs(corpus["training_corpus"]["url"], options)
+        manifest["plots"] = plots
+        manifest["duration_s"] = time.time() - started
+        manifest["status"] = "failed" if adapt["failures"] else "ok"
+        report = report_markdown(run_id, prof, manifest, plots)
+        report_url = join(run_url(root, run_id), "report.md")
+        fs, path = filesystem(report_url, options)
+        write_bytes_atomic(fs, path, report.encode())
+        manifest["report"] = report_url
+        create_markdown_artifact(key="pretrain-then-adapt-report", markdown=report,
+                                 description=f"FactoST run {run_id}")
+    except BaseException as exc:
+        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
+        write_run_manifest(root, run_id, manifest, options)
+        raise
+    write_run_manifest(root, run_id, manifest, options)
+    return {"run_id": run_id, "report": manifest["report"], "results": manifest["results"],
+            "status": manifest["status"]}
