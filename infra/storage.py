@@ -22,8 +22,12 @@ COMPRESSION_BY_SUFFIX = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
 
 
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Return the filesystem and the protocol-less path for ``url`` (plain paths are local)."""
-    fs, path = url_to_fs(str(url), **(storage_options or {}))
+    """Return the filesystem and the protocol-less path for ``url`` (plain paths are local).
+
+    Storage options belong to the remote store of a profile; a local path ignores them, so one profile's
+    options can be passed along with any URL.
+    """
+    fs, path = url_to_fs(str(url), **storage_options_for(str(url), storage_options))
     if is_local(fs):
         path = os.path.abspath(path)
     return fs, path
