@@ -1,0 +1,136 @@
+"""Start or join Ray, and translate the project's storage URLs into what Ray Train and Ray Data take.
+
+Embedded default: a local Ray started in-process. On a 2-core machine Ray's default (one logical CPU per core)
+hands every CPU to the training workers and Ray Data's read/map tasks never get scheduled: the run hangs with no
+error (measured, STACK-NOTES). So a local Ray is started with more logical CPUs than cores
+(``LOCAL_CPU_OVERSUBSCRIPTION`` times the cores, at least ``MIN_LOCAL_CPUS``); the OS shares the real cores.
+A cluster is joined through an explicit address or ``RAY_ADDRESS``, and its resources are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from infra.storage import filesystem, is_local
+
+log = logging.getLogger(__name__)
+
+LOCAL_CPU_OVERSUBSCRIPTION = 2
+MIN_LOCAL_CPUS = 4
+LOCAL_ADDRESSES = ("", "local")
+DEFAULT_S3_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class RayHandle:
+    """What ``ensure_ray`` found or started; ``started_here`` tells whether ``shutdown_ray`` may stop it."""
+
+    address: str | None
+    started_here: bool
+    num_cpus: float
+    num_gpus: float
+
+
+def local_num_cpus(cores: int | None = None) -> int:
+    """Logical CPUs for an embedded Ray: oversubscribed so data tasks run beside the training workers."""
+    cores = cores or os.cpu_count() or 1
+    return max(MIN_LOCAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * cores)
+
+
+def ensure_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    tmpdir: str | None = None,
+    object_store_memory: int | None = None,
+    env_vars: dict[str, str] | None = None,
+    log_to_driver: bool = True,
+) -> RayHandle:
+    """Connect to Ray or start a local one; a Ray already initialised in this process is reused as is.
+
+    ``address`` (else ``RAY_ADDRESS``) joins a running cluster; ``None``/``"local"`` starts an in-process local
+    Ray with ``num_cpus`` logical CPUs (default ``local_num_cpus()``). ``tmpdir`` (else ``RAY_TMPDIR``) keeps
+    Ray's sockets and logs out of ``/tmp/ray``; keep it short (Unix socket paths are limited to ~107 bytes).
+    ``env_vars`` reach every task and actor of this job (e.g. ``TORCH_EXTENSIONS_DIR``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        res = ray.cluster_resources()
+        return RayHandle(None, False, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
+    address = address if address is not None else os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
+    common: dict[str, Any] = {"log_to_driver": log_to_driver, "runtime_env": runtime_env}
+    if address is not None and address not in LOCAL_ADDRESSES:
+        ray.init(address=address, **common)
+        started = False
+    else:
+        # An explicit "local" must not be overridden by a RAY_ADDRESS left in the environment.
+        os.environ.pop("RAY_ADDRESS", None)
+        tmp = tmpdir or os.environ.get("RAY_TMPDIR")
+        if tmp:
+            os.makedirs(tmp, exist_ok=True)
+        ray.init(
+            num_cpus=num_cpus if num_cpus is not None else local_num_cpus(),
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            object_store_memory=object_store_memory,
+            _temp_dir=tmp,
+            **common,
+        )
+        started = True
+    res = ray.cluster_resources()
+    handle = RayHandle(address if not started else None, started, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
+    log.info("ray %s: %s CPUs, %s GPUs", "started locally" if started else f"joined {address}", handle.num_cpus,
+             handle.num_gpus)
+    return handle
+
+
+def shutdown_ray(handle: RayHandle) -> None:
+    """Stop Ray only if ``ensure_ray`` started it: a cluster or a caller's Ray is left running."""
+    import ray
+
+    if handle.started_here and ray.is_initialized():
+        ray.shutdown()
+
+
+def _s3_filesystem(storage_options: dict[str, Any] | None) -> pafs.S3FileSystem:
+    """pyarrow's S3 client from s3fs-style options (``key``, ``secret``, ``token``, ``endpoint_url``...)."""
+    so = dict(storage_options or {})
+    client_kwargs = dict(so.get("client_kwargs") or {})
+    kwargs: dict[str, Any] = {}
+    if so.get("anon"):
+        kwargs["anonymous"] = True
+    if so.get("key"):
+        kwargs["access_key"] = so["key"]
+        kwargs["secret_key"] = so.get("secret")
+    if so.get("token"):
+        kwargs["session_token"] = so["token"]
+    endpoint = so.get("endpoint_url") or client_kwargs.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+        kwargs["scheme"] = parsed.scheme
+    region = client_kwargs.get("region_name") or so.get("region_name") or os.environ.get("AWS_REGION")
+    kwargs["region"] = region or DEFAULT_S3_REGION
+    return pafs.S3FileSystem(**kwargs)
+
+
+def pyarrow_filesystem(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[pafs.FileSystem | None, str]:
+    """(filesystem, path) for Ray Train / Ray Data: None and an absolute path for local storage, pyarrow's
+    native S3 client for ``s3://`` (faster than a wrapped fsspec one), a wrapped fsspec filesystem otherwise."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
+    if scheme in ("s3", "s3a"):
+        return _s3_filesystem(storage_options), url.split("://", 1)[1].rstrip("/")
+    fs, path = filesystem(url, storage_options)
+    if is_local(fs):
+        return None, path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path

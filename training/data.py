@@ -1,0 +1,355 @@
+"""The pretraining data pipeline: corpus shards -> Ray Data (read, crop, mask, z-clip) -> exact per-worker batches.
+
+Shape of the stream. Epoch ``e`` is ``read_parquet`` over the corpus version's parts (file order shuffled once,
+seeded) followed by ``map_batches(crop_windows)`` with the epoch as argument; the run's dataset is the union of
+the epochs it needs, executed once, streaming, in order (``preserve_order``), split evenly over the workers.
+Each window's crop, mask and clip come from an rng seeded by ``(seed, epoch, sample_id, j)``, so a window is a
+pure function of its data position, whichever worker or task happens to build it.
+
+Data position. Every window carries its ``epoch``; a worker counts the windows it has passed per epoch, and a
+checkpoint stores the global position ``(epoch, windows_into_epoch)``. A resumed run builds its dataset from that
+epoch and each worker skips its share of the windows already consumed in it. The global window sequence is
+deterministic; which worker receives which block is not (Ray Data hands blocks to whichever split asks first), so
+after a resume the same number of windows of the epoch is skipped, not necessarily the very same ones.
+
+The number of future patches is drawn per global step from ``(seed, step)``, so every worker (and a resumed run)
+uses the same value for the same step without communicating.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from infra.ray_runtime import pyarrow_filesystem
+from infra.storage import filesystem
+from infra.versions import DatasetVersion, open_version
+from training.windows import (
+    draw_num_future_patches,
+    random_sequence_mask,
+    sample_window,
+    zscore_clip_outliers,
+)
+
+if TYPE_CHECKING:  # the map tasks import this module: keep torch (via training.config) out of it
+    from training.config import PretrainConfig
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("sample_id", "values")
+# Distinct stream tags keep the per-step patch draw independent of the per-window draws.
+FUTURE_PATCH_STREAM = 0x5EED_F0
+FILE_SHUFFLE_STREAM = 1_000_003
+ACCEPTANCE_PROBE_ROWS = 512
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """What ``crop_windows`` needs, picklable and small (it travels with every map task)."""
+
+    seed: int
+    context_length: int
+    horizon: int
+    patch_size: int
+    min_observed: float
+    zclip: float | None
+    l_min: int
+    random_mask: bool
+    windows_per_sample: int
+
+    @classmethod
+    def from_config(cls, cfg: PretrainConfig) -> WindowSpec:
+        return cls(
+            seed=cfg.seed,
+            context_length=cfg.context_length,
+            horizon=cfg.max_horizon,
+            patch_size=cfg.backbone_config().patch_size,
+            min_observed=cfg.min_observed,
+            zclip=cfg.zclip,
+            l_min=cfg.l_min,
+            random_mask=cfg.random_mask,
+            windows_per_sample=cfg.data.windows_per_sample,
+        )
+
+
+def window_rng(seed: int, epoch: int, sample_id: int, j: int) -> np.random.Generator:
+    """The rng of window ``j`` of ``sample_id`` in ``epoch``: the same wherever and whenever it is built."""
+    return np.random.default_rng([seed, epoch, int(sample_id) % 2**63, j])
+
+
+def _trim_padding(values: np.ndarray) -> np.ndarray:
+    """Drop the NaN padding at both ends of a fixed-length corpus row (missing points inside are kept)."""
+    finite = np.flatnonzero(np.isfinite(values))
+    if finite.size == 0:
+        return values[:0]
+    return values[finite[0] : finite[-1] + 1]
+
+
+def crop_windows(batch: dict[str, np.ndarray], epoch: int, spec: WindowSpec) -> dict[str, np.ndarray]:
+    """Ray Data map: corpus rows -> fixed-shape windows (context [n, L], target [n, H_max]) of one epoch.
+
+    Per row and window: crop (``sample_window``, rejecting under-observed windows), z-score with the context's
+    statistics and clip ``|z| > zclip`` to NaN, then random prefix masking. Contexts are left-padded and targets
+    right-padded with NaN (the layout of ``training.windows.collate``) to the run's fixed widths, so every block
+    has one shape and the workers' batches concatenate.
+    """
+    ids = np.asarray(batch["sample_id"])
+    values = batch["values"]
+    contexts: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    kept_ids: list[int] = []
+    for i, sid in enumerate(ids):
+        series = _trim_padding(np.asarray(values[i], dtype=np.float32).reshape(-1))
+        for j in range(spec.windows_per_sample):
+            rng = window_rng(spec.seed, epoch, int(sid), j)
+            window = sample_window(series, rng, spec.context_length, spec.horizon, spec.min_observed)
+            if window is None:
+                continue
+            context, target = zscore_clip_outliers(window[0], window[1], spec.zclip)
+            if spec.random_mask:
+                context = random_sequence_mask(context, rng, spec.context_length, spec.l_min)
+            contexts.append(context)
+            targets.append(target)
+            kept_ids.append(int(sid))
+    n = len(kept_ids)
+    context_out = np.full((n, spec.context_length), np.nan, dtype=np.float32)
+    target_out = np.full((n, spec.horizon), np.nan, dtype=np.float32)
+    for k, (c, t) in enumerate(zip(contexts, targets, strict=True)):
+        if c.size:
+            context_out[k, spec.context_length - c.size :] = c
+        target_out[k, : t.size] = t
+    return {
+        "context": context_out,
+        "target": target_out,
+        "sample_id": np.asarray(kept_ids, dtype=np.int64),
+        "epoch": np.full(n, epoch, dtype=np.int32),
+    }
+
+
+def future_patches_for_step(seed: int, step: int, max_patches: int) -> int:
+    """Output patches of global step ``step``: one draw per global batch, identical on every worker."""
+    return draw_num_future_patches(np.random.default_rng([seed, FUTURE_PATCH_STREAM, step]), max_patches)
+
+
+def open_corpus(corpus_url: str, storage_options: dict[str, Any] | None = None) -> DatasetVersion:
+    """Open the training corpus version and check it has the columns the pipeline reads."""
+    version = open_version(corpus_url, storage_options)
+    names = {c["name"] for c in version.manifest.get("schema", [])}
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"{corpus_url}: training corpus lacks column(s) {missing} (has {sorted(names)})")
+    if not version.part_urls or version.num_rows == 0:
+        raise ValueError(f"{corpus_url}: training corpus has no rows")
+    return version
+
+
+def window_acceptance(version: DatasetVersion, cfg: PretrainConfig, rows: int = ACCEPTANCE_PROBE_ROWS) -> float:
+    """Share of windows the first rows of the corpus yield: to plan enough epochs, and to fail early on 0."""
+    fs, path = filesystem(version.part_urls[0], version.storage_options)
+    with fs.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        batch = next(pf.iter_batches(batch_size=rows, columns=list(REQUIRED_COLUMNS)), None)
+    if batch is None or batch.num_rows == 0:
+        return 0.0
+    data = {"sample_id": batch.column("sample_id").to_numpy(), "values": batch.column("values").to_numpy(False)}
+    spec = WindowSpec.from_config(cfg)
+    out = crop_windows(data, 0, spec)
+    return len(out["sample_id"]) / (batch.num_rows * spec.windows_per_sample)
+
+
+def planned_epochs(num_rows: int, acceptance: float, cfg: PretrainConfig, windows_needed: int) -> int:
+    """Epochs the dataset must hold to supply ``windows_needed`` windows, with ``cfg.data.extra_epochs`` spare."""
+    per_epoch = num_rows * cfg.data.windows_per_sample * acceptance
+    if per_epoch <= 0:
+        raise ValueError("the corpus yields no usable window (series too short or under min_observed)")
+    return max(1, math.ceil(windows_needed / per_epoch)) + cfg.data.extra_epochs
+
+
+def build_dataset(
+    version: DatasetVersion, cfg: PretrainConfig, start_epoch: int, num_epochs: int
+) -> Any:  # ray.data.Dataset (Ray imported lazily: this module is also used without Ray)
+    """The run's window stream: epochs ``start_epoch .. start_epoch + num_epochs - 1``, lazily, in order."""
+    import ray.data
+    from ray.data import DataContext, FileShuffleConfig
+
+    ctx = DataContext.get_current()
+    # Ray Data's per-operator progress bars flood a training log (the driver shows the run's own progress).
+    ctx.enable_progress_bars = False
+
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
+    fs, _ = pyarrow_filesystem(version.part_urls[0], version.storage_options)
+    paths = [pyarrow_filesystem(u, version.storage_options)[1] for u in version.part_urls]
+    spec = WindowSpec.from_config(cfg)
+    shuffle = FileShuffleConfig(seed=cfg.seed * FILE_SHUFFLE_STREAM) if cfg.data.shuffle_files else None
+    # Ray 2.60's default Parquet reader (datasource V2) spends ~3 s in a ListFiles task per execution here, even
+    # for two local files; the V1 reader lists on the driver and starts reading at once (0.4 s). One read serves
+    # every epoch: a read_parquet call costs ~1 s of driver-side metadata sampling, and an epoch differs from the
+    # last by its windows (the rng is seeded with the epoch), not by its file order.
+    saved, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        rows = ray.data.read_parquet(
+            paths, filesystem=fs, columns=list(REQUIRED_COLUMNS), shuffle=shuffle,
+            concurrency=cfg.data.read_concurrency,
+        )
+    finally:
+        ctx.use_datasource_v2 = saved
+    epochs = [
+        rows.map_batches(
+            crop_windows, fn_kwargs={"epoch": epoch, "spec": spec}, batch_size=cfg.data.map_batch_rows,
+            batch_format="numpy", zero_copy_batch=True,
+        )
+        for epoch in range(start_epoch, start_epoch + num_epochs)
+    ]
+    return epochs[0] if len(epochs) == 1 else epochs[0].union(*epochs[1:])
+
+
+@dataclass
+class DataPosition:
+    """Global position of the stream: the earliest unfinished epoch and the windows passed in it."""
+
+    epoch: int = 0
+    windows_into_epoch: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "windows_into_epoch": self.windows_into_epoch}
+
+    @classmethod
+    def combine(cls, per_rank: list[dict[int, int]]) -> DataPosition:
+        """Merge the workers' per-epoch counters: the earliest epoch any worker is in, and all windows of it."""
+        current = [max(c) for c in per_rank if c]
+        if not current:
+            return cls()
+        epoch = min(current)
+        return cls(epoch, sum(c.get(epoch, 0) for c in per_rank))
+
+
+class ExactBatches:
+    """Exactly ``batch_size``-row batches from Ray's torch batches, skipping to a data position first.
+
+    Skips windows of epochs before ``skip_epoch`` and the first ``skip_rows`` windows of ``skip_epoch`` (a resumed
+    worker's share), counts the windows passed per epoch (``passed``), and re-chunks when a skip left a partial
+    batch. A final partial batch is dropped, as every worker has the same number of rows (even split).
+    """
+
+    def __init__(self, batches: Iterator[dict[str, Any]], batch_size: int, skip_epoch: int = 0, skip_rows: int = 0):
+        self._it = iter(batches)
+        self.batch_size = batch_size
+        self.skip_epoch = skip_epoch
+        self._skip_left = skip_rows
+        self._carry: dict[str, Any] | None = None
+        self.passed: dict[int, int] = {}
+
+    def _count(self, epochs: Any) -> None:
+        values, counts = np.unique(np.asarray(epochs), return_counts=True)
+        for e, c in zip(values.tolist(), counts.tolist(), strict=True):
+            self.passed[int(e)] = self.passed.get(int(e), 0) + int(c)
+
+    def _drop_skipped(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        import torch
+
+        epoch = batch["epoch"]
+        keep = epoch >= self.skip_epoch
+        if self._skip_left > 0:
+            in_skip = torch.nonzero(epoch == self.skip_epoch).flatten()
+            drop = in_skip[: self._skip_left]
+            keep[drop] = False
+            self._skip_left -= int(drop.numel())
+        dropped = ~keep
+        if bool(dropped.any()):
+            self._count(epoch[dropped].numpy())
+            if not bool(keep.any()):
+                return None
+            return {k: v[keep] for k, v in batch.items()}
+        return batch
+
+    def _rows(self, batch: dict[str, Any]) -> int:
+        return int(batch["epoch"].shape[0])
+
+    def __iter__(self) -> ExactBatches:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        import torch
+
+        while True:
+            if self._carry is not None and self._rows(self._carry) >= self.batch_size:
+                out = {k: v[: self.batch_size] for k, v in self._carry.items()}
+                rest = {k: v[self.batch_size :] for k, v in self._carry.items()}
+                self._carry = rest if self._rows(rest) else None
+                self._count(out["epoch"].numpy())
+                return out
+            nxt = next(self._it, None)
+            if nxt is None:
+                raise StopIteration
+            nxt = self._drop_skipped(nxt)
+            if nxt is None:
+                continue
+            if self._carry is None and self._rows(nxt) == self.batch_size:
+                self._count(nxt["epoch"].numpy())
+                return nxt
+            self._carry = nxt if self._carry is None else {
+                k: torch.cat([self._carry[k], nxt[k]]) for k in nxt
+            }
+
+
+
+
+def sine_series(
+    n_series: int, length: int, seed: int, periods: tuple[int, ...] = (12, 24, 48), noise: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy sines (random period from ``periods``, phase, amplitude, offset): (values [n, length], periods).
+
+    Learnable structure with a known seasonal period, so a short run must beat seasonal naive on them.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(length, dtype=np.float64)
+    period = rng.choice(np.asarray(periods), size=n_series)
+    phase = rng.uniform(0, 2 * np.pi, size=n_series)
+    amp = rng.uniform(0.5, 2.0, size=n_series)
+    offset = rng.uniform(-1.0, 1.0, size=n_series)
+    clean = offset[:, None] + amp[:, None] * np.sin(2 * np.pi * t[None, :] / period[:, None] + phase[:, None])
+    values = clean + noise * amp[:, None] * rng.standard_normal((n_series, length))
+    return values.astype(np.float32), period.astype(np.int64)
+
+
+def write_sine_corpus(
+    root: str,
+    n_series: int = 64,
+    length: int = 512,
+    seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
+    part_max_rows: int = 32,
+    noise: float = 0.2,
+) -> DatasetVersion:
+    """A small "training corpus" version of noisy sines, in the corpus stage's layout (for tests, benchmarks
+    and smoke runs of the pretraining stage without building a real corpus)."""
+    import pyarrow as pa
+
+    from infra.fingerprint import stable_hash
+    from infra.versions import VersionWriter, find_version
+
+    config = {"kind": "sine", "n_series": n_series, "length": length, "seed": seed, "noise": noise}
+    version_id = stable_hash(config)
+    existing = find_version(root, "training_corpus", version_id, storage_options)
+    if existing is not None:
+        return existing
+    schema = pa.schema([
+        ("sample_id", pa.int64()), ("source_series_ids", pa.list_(pa.string())), ("grid_cell", pa.int32()),
+        ("values", pa.list_(pa.float32())),
+    ])
+    values, _ = sine_series(n_series, length, seed, noise=noise)
+    writer = VersionWriter(root, "training_corpus", version_id, schema, storage_options, part_max_rows=part_max_rows)
+    writer.write(pa.table({
+        "sample_id": pa.array(np.arange(n_series), pa.int64()),
+        "source_series_ids": pa.array([[f"sine/{i}"] for i in range(n_series)], pa.list_(pa.string())),
+        "grid_cell": pa.array(np.zeros(n_series), pa.int32()),
+        "values": pa.array(list(values), pa.list_(pa.float32())),
+    }, schema=schema))
+    return writer.commit(config=config, inputs=[], code_version="synthetic")

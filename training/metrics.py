@@ -1,0 +1,226 @@
+"""Per-step training metrics as JSON lines, and the loss-curve PNG drawn from them.
+
+``metrics.jsonl`` is the run's record: one line per logged step (``step`` 1-based, ``loss``, ``lr``, ...) and
+event lines (``{"event": "resume", "step": ...}``). A resumed run first drops lines past its checkpoint's step
+(they were computed by updates the checkpoint does not hold and are about to be recomputed), so the file reads as
+one continuous run. Local files are appended and flushed line by line; object stores cannot append, so there the
+whole file is rewritten (one atomic PUT) at every flush.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from infra.storage import filesystem, is_local, write_bytes_atomic
+
+EMA_ALPHA = 0.1
+
+
+def read_metrics(url: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """All records of a metrics file (empty when it does not exist); a torn last line is ignored."""
+    fs, path = filesystem(url, storage_options)
+    if not fs.exists(path):
+        return []
+    with fs.open(path, "rb") as fh:
+        lines = fh.read().decode().splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:  # killed mid-write: the line was never complete
+                break
+            raise ValueError(f"{url}: line {i + 1} is not JSON ({exc})") from exc
+    return records
+
+
+def step_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the per-step lines (not events)."""
+    return [r for r in records if "event" not in r and "step" in r]
+
+
+class MetricsWriter:
+    """Writes ``metrics.jsonl``; ``resume_step`` keeps the lines up to that step and records a resume event."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, resume_step: int | None = None):
+        self.url = url
+        self.fs, self.path = filesystem(url, storage_options)
+        self.local = is_local(self.fs)
+        parent = self.path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        kept: list[dict[str, Any]] = []
+        if resume_step is not None:
+            kept = [r for r in read_metrics(url, storage_options) if int(r.get("step", 0)) <= resume_step]
+            kept.append({"event": "resume", "step": resume_step})
+        self._records = kept
+        self._write_all()
+        self._fh = open(self.path, "a", encoding="utf-8") if self.local else None  # noqa: SIM115
+
+    def _write_all(self) -> None:
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self._records).encode()
+        write_bytes_atomic(self.fs, self.path, data)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._records.append(record)
+        if self._fh is not None:
+            self._fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+        else:
+            self._write_all()
+
+    def close(self) -> None:
+        self.flush()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return list(self._records)
+
+
+def loss_curve_png(records: list[dict[str, Any]], title: str = "UTP pretraining") -> bytes:
+    """PNG of the loss per step (raw and EMA-smoothed) with the learning rate on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps_ = step_records(records)
+    xs = [r["step"] for r in steps_]
+    loss = [r["loss"] for r in steps_]
+    ema, acc = [], None
+    for v in loss:
+        acc = v if acc is None else (1 - EMA_ALPHA) * acc + EMA_ALPHA * v
+        ema.append(acc)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(xs, loss, color="tab:blue", alpha=0.35, lw=1, label="loss")
+    ax.plot(xs, ema, color="tab:blue", lw=2, label=f"loss (EMA {EMA_ALPHA})")
+    for r in records:
+        if r.get("event") == "resume":
+            ax.axvline(r["step"], color="grey", ls="--", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("pinball loss")
+    ax.set_title(title)
+    if steps_ and "lr" in steps_[0]:
+        ax2 = ax.twinx()
+        ax2.plot(xs, [r["lr"] for r in steps_], color="tab:orange", lw=1, label="lr")
+        ax2.set_ylabel("learning rate", color="tab:orange")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_loss_curve(
+    metrics_url: str, png_url: str, storage_options: dict[str, Any] | None = None, title: str = "UTP pretraining"
+) -> None:
+    """Draw ``png_url`` from the metrics file at ``metrics_url``."""
+    png = loss_curve_png(read_metrics(metrics_url, storage_options), title)
+    fs, path = filesystem(png_url, storage_options)
+    write_bytes_atomic(fs, path, png)
+
+
+class ProgressFollower:
+    """Shows a run's progress on the driver by following ``metrics.jsonl`` as rank 0 writes it.
+
+    Why the driver and not the worker: Ray forwards worker output with prefixes and duplicates (a progress bar
+    cannot live there), and the driver keeps Ray's own chatter out of the terminal (``log_to_driver=False``).
+    A terminal gets a rich progress bar; anything else (CI, Prefect logs) gets a line every ``log_every`` steps.
+    The follower also warns when the data loader stalls the step (waiting share above ``stall_ratio``).
+    """
+
+    def __init__(
+        self,
+        metrics_url: str,
+        storage_options: dict[str, Any] | None,
+        total_steps: int,
+        start_step: int = 0,
+        log_every: int = 10,
+        stall_ratio: float = 0.25,
+        poll_s: float = 1.0,
+        show: bool = True,
+    ) -> None:
+        import threading
+
+        self.url, self.storage_options = metrics_url, storage_options
+        self.total, self.last_step, self.log_every = total_steps, start_step, log_every
+        self._first_step = start_step + 1
+        self.stall_ratio, self.poll_s, self.show = stall_ratio, poll_s, show
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pretrain-progress", daemon=True)
+        self._window: list[dict[str, Any]] = []
+        self._bar: Any = None
+        self._task: Any = None
+        self.stall_warnings = 0
+
+    def __enter__(self) -> ProgressFollower:
+        import sys
+
+        if self.show and sys.stderr.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("pretrain", total=self.total, completed=self.last_step, info="")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._poll()
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self._poll()
+            except (OSError, ValueError):  # a file being replaced mid-read: try again next poll
+                continue
+
+    def _poll(self) -> None:
+        for rec in step_records(read_metrics(self.url, self.storage_options)):
+            step = int(rec["step"])
+            if step <= self.last_step:
+                continue
+            self.last_step = step
+            if step != self._first_step:  # the first step waits for the pipeline to start: not a stall
+                self._window.append(rec)
+            self._on_record(rec)
+
+    def _on_record(self, rec: dict[str, Any]) -> None:
+        import logging
+        import sys
+
+        info = f"loss {rec['loss']:.4f} lr {rec['lr']:.3g} {rec.get('tokens_per_s', 0):.0f} tok/s"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=rec["step"], info=info)
+        if rec["step"] % self.log_every and rec["step"] != self.total:
+            return
+        wait = sum(r.get("data_wait_s", 0.0) for r in self._window)
+        busy = sum(r.get("step_time_s", 0.0) for r in self._window)
+        self._window = []
+        share = wait / busy if busy > 0 else 0.0
+        if self._bar is None and self.show:
+            print(f"[pretrain] step {rec['step']}/{self.total} {info} "
+                  f"{rec.get('samples_per_s', 0):.1f} samples/s data wait {100 * share:.0f}%", file=sys.stderr,
+                  flush=True)
+        if share > self.stall_ratio:
+            self.stall_warnings += 1
+            logging.getLogger(__name__).warning(
+                "data loader stalls training: %.0f%% of step time spent waiting for batches up to step %d "
+                "(raise data.prefetch_batches / read_concurrency or give Ray more CPUs)", 100 * share, rec["step"])
