@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -19,6 +20,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# torch's OpenMP threads spin while waiting; on a small shared machine that made 2-thread runs 3-9x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# umap-learn's numba functions are cached on disk: later processes skip the ~25 s compile.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "numba"))
 
 app = typer.Typer(help="FactoST pipeline: corpus -> UTP pretraining -> STA adaptation.", no_args_is_help=True)
 run_app = typer.Typer(help="Run a whole job as a Prefect flow.", no_args_is_help=True)

@@ -56,7 +56,7 @@ def test_bad_series_go_to_quarantine_and_duplicates_are_kept_once(tmp_path: Path
     assert reasons["demo/nan_only"] == "all values missing (NaN)"
     assert reasons["demo/short"] == "too short: 3 points < min_length 10"
     assert reasons["demo/inf"] == "non-finite value inf at index 1"
-    assert all(row["input"].endswith("in.csv") for row in quarantine)
+    assert all("in.csv" in row["input"] for row in quarantine)
     short_row = next(r for r in quarantine if r["series_id"] == "demo/short")
     assert short_row["target"] == [1.0, 2.0, 3.0]  # nothing is lost, even in quarantine
 
