@@ -87,7 +87,7 @@ def build_config(base: PretrainConfig | None = None, **overrides: Any) -> Pretra
 
 
 def pretrain_command(
-    corpus: Annotated[str, typer.Argument(help="Training corpus version folder (local path or s3:// URL)")],
+    corpus: Annotated[str, typer.Option("--corpus", help="Training corpus version folder (local path or s3:// URL)")],
     size: Annotated[str | None, typer.Option(help="Backbone size: minuscule, tiny, small, base")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer updates")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size (all workers)")] = None,
