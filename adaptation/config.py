@@ -1,0 +1,141 @@
+"""Typed settings of the STA stage: which adapter modules run, how they are sized, and how a run trains.
+
+Defaults follow the paper (Sec. III-B, Algorithm 1) and /work/shared/ARCHITECTURE-FACTS.md ("STA adapter"):
+calendar/node embeddings of width 32, M = 32 latent prototypes, lags of 1..3 patches, K = 3 rank-1 prompts,
+a CMR buffer of the first 20% of the training stream with 30% of each mini-batch replaced. Values the paper
+leaves open (learning rates, batch size, patience) are config values here, documented where they are chosen.
+
+Backbone training: Algorithm 1 (line 12) optimises backbone and adapter together (``Theta = {theta, phi}``)
+while the DSPA paragraph speaks of "not fine-tuning the heavy backbone"; ``freeze_backbone`` chooses, and
+the default follows the algorithm with a smaller learning rate for the pretrained weights (``backbone_lr``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Mode = Literal["zero", "few", "full"]
+Affinity = Literal["spatial", "temporal", "lagged"]
+Baseline = Literal["seasonal_naive", "scratch"]
+LossName = Literal["l1", "pinball"]
+
+ALL_MODES: tuple[Mode, ...] = ("zero", "few", "full")
+ALL_AFFINITIES: tuple[Affinity, ...] = ("spatial", "temporal", "lagged")
+# Input -> output lengths when none are configured: 12 -> 12 for sub-hourly (5-min traffic) data, the
+# traffic convention; 96 -> 96 for hourly and coarser data, the LTSF convention.
+SHORT_HORIZON: tuple[int, int] = (12, 12)
+LONG_HORIZON: tuple[int, int] = (96, 96)
+
+
+class AdaptConfig(BaseModel):
+    """One STA run per (mode, horizon) of a benchmark, plus the baselines, all with these settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- adapter modules (each switchable for ablations) ---
+    use_stmf: bool = Field(True, description="spatio-temporal metadata fusion (node + calendar identifiers)")
+    use_stf: bool = Field(True, description="spatio-temporal filtering gate on the STMF identifiers")
+    use_dspa: bool = Field(True, description="domain-specific prompt tokens prepended to the sequence")
+    use_cmr: bool = Field(True, description="continual memory replay in the mini-batch mixer")
+    stf_affinities: tuple[Affinity, ...] = Field(
+        ALL_AFFINITIES, description="affinities fused by the STF gate"
+    )
+    stmf_future_tokens: bool = Field(
+        True, description="add I_st to the future placeholders too (facts), not only to the context tokens"
+    )
+    embed_dim: int = Field(32, gt=0, description="width of the node and of each calendar embedding table")
+    num_prototypes: int = Field(32, gt=0, description="M latent prototypes of the time-lagged affinity")
+    max_lag_patches: int = Field(3, gt=0, description="lags 1..this (in patches) of the time-lagged affinity")
+    num_prompts: int = Field(3, gt=0, description="K DSPA prompt tokens")
+    prompt_rank: int = Field(1, gt=0, description="rank r of P = U V^T")
+    memory_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="CMR buffer: this first share of samples")
+    replay_ratio: float = Field(0.3, ge=0.0, le=1.0, description="CMR: share of each batch drawn from memory")
+
+    # --- task ---
+    modes: tuple[Mode, ...] = Field(("zero", "few"), min_length=1)
+    horizons: tuple[tuple[int, int], ...] | None = Field(
+        None, description="(input_len, output_len) pairs; None: 12->12 below hourly, else 96->96"
+    )
+    few_shot_fraction: float = Field(
+        0.1, gt=0.0, le=1.0, description="few-shot: last share of the train split"
+    )
+    loss: LossName = Field("l1", description="l1 on the median (point benchmarks) or pinball (probabilistic)")
+    baselines: tuple[Baseline, ...] = ("seasonal_naive", "scratch")
+
+    # --- optimisation ---
+    freeze_backbone: bool = False
+    lr: float = Field(1e-3, gt=0.0, description="adapter learning rate (AdamW)")
+    backbone_lr: float = Field(1e-4, gt=0.0, description="backbone learning rate when it is fine-tuned")
+    scratch_lr: float = Field(1e-3, gt=0.0, description="backbone learning rate of the from-scratch baseline")
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(
+        32, gt=0, description="windows per step; each window carries all (or nodes_per_batch)"
+    )
+    nodes_per_batch: int | None = Field(
+        None, gt=0, description="random node subset per training step (big graphs)"
+    )
+    max_epochs: int = Field(20, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="hard cap on optimizer steps (the budget)")
+    eval_every_steps: int | None = Field(None, gt=0, description="validate this often; None: once per epoch")
+    patience: int = Field(3, ge=1, description="early stopping: validations without improvement")
+    max_val_windows: int | None = Field(
+        512, gt=0, description="evenly spaced val windows used for early stopping"
+    )
+    train_stride: int = Field(1, gt=0, description="step between training window starts")
+    eval_stride: int = Field(1, gt=0, description="step between test window starts (1 = every window)")
+    eval_batch_size: int = Field(64, gt=0)
+    seed: int = 0
+    device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
+
+    # --- outputs ---
+    predictions_max_windows: int = Field(256, ge=1, description="test windows stored in the predictions file")
+    plot_nodes: int = Field(3, ge=1, description="nodes drawn in forecast.png")
+
+    @model_validator(mode="after")
+    def _check(self) -> AdaptConfig:
+        if self.use_stf and not self.use_stmf:
+            raise ValueError("use_stf needs use_stmf: STF filters the STMF identifiers (switch both off)")
+        if self.use_stf and not self.stf_affinities:
+            raise ValueError("stf_affinities is empty; switch STF off with use_stf=false instead")
+        if len(set(self.stf_affinities)) != len(self.stf_affinities):
+            raise ValueError(f"stf_affinities has duplicates: {self.stf_affinities}")
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"modes has duplicates: {self.modes}")
+        for pair in self.horizons or ():
+            if pair[0] < 1 or pair[1] < 1:
+                raise ValueError(f"horizon {pair}: input and output lengths must be >= 1")
+        return self
+
+    def horizons_for(self, freq_steps_per_day: int | None) -> tuple[tuple[int, int], ...]:
+        """The configured pairs, or the default for a series with ``freq_steps_per_day`` steps a day."""
+        if self.horizons:
+            return self.horizons
+        sub_hourly = freq_steps_per_day is not None and freq_steps_per_day > 24
+        return (SHORT_HORIZON if sub_hourly else LONG_HORIZON,)
+
+    def without_modules(self) -> AdaptConfig:
+        """The same settings with every adapter module off: the bare backbone (zero-shot)."""
+        return self.model_copy(
+            update={"use_stmf": False, "use_stf": False, "use_dspa": False, "use_cmr": False}
+        )
+
+
+def ablation_configs(cfg: AdaptConfig) -> dict[str, AdaptConfig]:
+    """Named variants with one STA component switched off (paper Fig. 5), the full adapter first."""
+    variants: dict[str, AdaptConfig] = {"full": cfg}
+    if cfg.use_stmf:
+        variants["no_stmf"] = cfg.model_copy(update={"use_stmf": False, "use_stf": False})
+    if cfg.use_stf:
+        variants["no_stf"] = cfg.model_copy(update={"use_stf": False})
+        for affinity in cfg.stf_affinities:
+            rest = tuple(a for a in cfg.stf_affinities if a != affinity)
+            if rest:
+                variants[f"no_stf_{affinity}"] = cfg.model_copy(update={"stf_affinities": rest})
+    if cfg.use_dspa:
+        variants["no_dspa"] = cfg.model_copy(update={"use_dspa": False})
+    if cfg.use_cmr:
+        variants["no_cmr"] = cfg.model_copy(update={"use_cmr": False})
+    return variants
