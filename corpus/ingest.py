@@ -23,7 +23,7 @@ from corpus.errors import MalformedInputError
 from corpus.schema import CANONICAL_SCHEMA, DUPLICATES_SCHEMA, QUARANTINE_SCHEMA, RawSeries, content_hash
 from corpus.sources.registry import get_connector
 from infra.fingerprint import code_version, file_fingerprint, stable_hash
-from infra.storage import filesystem, storage_options_for, to_url
+from infra.storage import filesystem, to_url
 from infra.versions import DatasetVersion, VersionWriter, find_version
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def input_fingerprints(paths: list[str], storage_options: dict[str, Any] | None)
     """Content fingerprints of every input file (a folder input contributes each file inside it)."""
     prints = []
     for url in paths:
-        fs, path = filesystem(url, storage_options_for(url, storage_options))
+        fs, path = filesystem(url, storage_options)
         if not fs.exists(path):
             raise FileNotFoundError(f"{url}: input not found")
         files = sorted(fs.find(path)) if fs.isdir(path) else [path]
@@ -237,9 +237,7 @@ def ingest_source(
     quarantine: list[dict[str, Any]] = []
     duplicates: list[dict[str, Any]] = []
     try:
-        read_options = {url: storage_options_for(url, storage_options) for url in source.paths}
-        merged_options = next((o for o in read_options.values() if o), {})
-        series = connector.read(source.paths, options, merged_options)
+        series = connector.read(source.paths, options, dict(storage_options or {}))
         for batch in canonical_rows(series, source, cfg, stats, quarantine, duplicates):
             writer.write(batch)
             if on_progress is not None:

@@ -33,14 +33,17 @@ def ingest_source_task(
     return summary
 
 
+def ingest_task_for(cfg: IngestConfig) -> Any:
+    """The ingest task with the profile's retry count and exponential backoff."""
+    delays = [cfg.retry_delay_seconds * 2**i for i in range(max(cfg.retries, 1))]
+    return ingest_source_task.with_options(retries=cfg.retries, retry_delay_seconds=delays)
+
+
 @flow(name="ingest", log_prints=True)
 def ingest_flow(profile: Profile) -> list[dict[str, Any]]:
     """Ingest every configured source; a source that fails fails the flow after its retries."""
     cfg = profile.ingest
-    task_with_retries = ingest_source_task.with_options(
-        retries=cfg.retries, retry_delay_seconds=[cfg.retry_delay_seconds * 2**i for i in range(max(cfg.retries, 1))]
-    )
-    futures = task_with_retries.map(
+    futures = ingest_task_for(cfg).map(
         cfg.sources, cfg=unmapped(cfg), root=unmapped(profile.storage.root),
         storage_options=unmapped(profile.storage.options),
     )

@@ -20,21 +20,13 @@ from infra.storage import filesystem, join, to_url, write_bytes_atomic
 from infra.versions import list_versions, open_version
 from pipelines.adapt import run_adapt_flow
 from pipelines.pretrain import pretrain_task, run_summary
-from pipelines.profile import Profile, as_profile
+from pipelines.profile import Profile, as_profile, with_absolute_root
 from pipelines.refresh import corpus_refresh_flow
 from pipelines.reporting import markdown_table
 from pipelines.runs import environment_record, new_run_id, run_url, write_run_manifest
 
 REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
                   "coverage_98", "norm_mae", "norm_rmse", "train_s", "status"]
-
-
-def absolute_root(prof: Profile) -> Profile:
-    """Ray workers and Prefect tasks may run elsewhere: make a relative local root absolute once, here."""
-    root = prof.storage.root
-    if "://" in root:
-        return prof
-    return prof.model_copy(update={"storage": prof.storage.model_copy(update={"root": str(Path(root).resolve())})})
 
 
 def version_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +88,7 @@ def pretrain_then_adapt_flow(
 
     Without ``refresh`` the job pretrains on ``training_corpus`` (a version URL), else on the latest version.
     """
-    prof = absolute_root(as_profile(profile, overrides))
+    prof = with_absolute_root(as_profile(profile, overrides))
     if data_dir is not None or benchmarks:
         update = {k: v for k, v in {"data_dir": data_dir, "names": benchmarks}.items() if v}
         prof = prof.model_copy(update={"benchmarks": prof.benchmarks.model_copy(update=update)})

@@ -50,6 +50,14 @@ class Profile(StrictModel):
     benchmarks: BenchmarksConfig = Field(default_factory=BenchmarksConfig)
 
 
+def with_absolute_root(prof: Profile) -> Profile:
+    """Ray workers and Prefect tasks may run elsewhere: make a relative local storage root absolute once."""
+    root = prof.storage.root
+    if "://" in root:
+        return prof
+    return prof.model_copy(update={"storage": prof.storage.model_copy(update={"root": str(Path(root).resolve())})})
+
+
 def load_profile(profile: str | Path = "local", overrides: dict[str, Any] | None = None) -> Profile:
     """Load a profile by name or path, apply ``${ENV}`` interpolation, then nested ``overrides``."""
     path = resolve_profile_path(profile)

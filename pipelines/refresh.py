@@ -9,7 +9,6 @@ a new version and leaves the previous one as it was.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -19,8 +18,8 @@ from corpus.blast.balance import balance
 from corpus.blast.config import BlastConfig
 from corpus.kernelsynth import KernelSynthConfig, synthesize
 from infra.versions import DatasetVersion
-from pipelines.ingest import ingest_source_task, retry_if_transient
-from pipelines.profile import Profile, as_profile
+from pipelines.ingest import ingest_task_for, retry_if_transient
+from pipelines.profile import Profile, as_profile, with_absolute_root
 from pipelines.reporting import markdown_table
 
 
@@ -64,18 +63,13 @@ def refresh_markdown(sources: list[dict[str, Any]], synth: dict[str, Any], corpu
 @flow(name="corpus-refresh", log_prints=True)
 def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Refresh the corpus of ``profile``; returns per-source rows, the synthesis and the training corpus."""
-    prof = as_profile(profile, overrides)
+    prof = with_absolute_root(as_profile(profile, overrides))
     root, options = prof.storage.root, prof.storage.options
-    if "://" not in root:
-        root = str(Path(root).resolve())
     started = time.time()
     log = get_run_logger()
-    ingest = ingest_source_task.with_options(
-        retries=prof.ingest.retries,
-        retry_delay_seconds=[prof.ingest.retry_delay_seconds * 2**i for i in range(max(prof.ingest.retries, 1))],
+    source_futures = ingest_task_for(prof.ingest).map(
+        prof.ingest.sources, cfg=unmapped(prof.ingest), root=unmapped(root), storage_options=unmapped(options)
     )
-    source_futures = ingest.map(prof.ingest.sources, cfg=unmapped(prof.ingest), root=unmapped(root),
-                                storage_options=unmapped(options))
     synth_future = synthesize_task.submit(prof.synth, root, options, started)
     sources = [f.result() for f in source_futures]  # raises if a source failed: nothing is balanced then
     synth = synth_future.result()

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow
 
 from infra.fingerprint import code_version, file_fingerprint
-from infra.storage import filesystem, join, storage_options_for
+from infra.storage import filesystem, join
 from pipelines.one_click import pretrain_then_adapt_flow
 from pipelines.profile import Profile, as_profile
 from pipelines.runs import new_run_id, read_run_manifest
@@ -44,7 +44,7 @@ def check_rerunnable(manifest: dict[str, Any], storage_options: dict[str, Any], 
     for source, record in (manifest.get("corpus") or {}).get("sources", {}).items():
         for item in record.get("inputs", []):
             url = item["path"]
-            fs, path = filesystem(url, storage_options_for(url, storage_options))
+            fs, path = filesystem(url, storage_options)
             if not fs.exists(path):
                 raise RerunRefused(f"recorded input {url} of source {source!r} is gone; cannot rerun "
                                    f"{manifest['run_id']}")
