@@ -3,7 +3,8 @@
 Each node is its own series (channel independence): a window ``[B, L, N]`` runs through the backbone as
 ``B * N`` series, so the backbone costs ``O(N)``. The adapter's ``I_st`` (STMF, filtered by STF) is added to
 the context and future token embeddings before the first layer (``H_fused = Z + I_st``) through the backbone's
-``token_bias``; DSPA's prompts take the first positions through ``prefix_tokens``. The backbone forecasts on
+``token_bias``; DSPA's prompts take the first positions through ``prefix_tokens`` (attended through
+DSPA's zero-initialised ``prefix_gate`` by default). The backbone forecasts on
 its instance-normalised scale; this model returns quantiles on the scale of its input (the benchmark's train
 z-score), which is where the harness computes the loss.
 """
@@ -50,7 +51,8 @@ class STAModel(nn.Module):
             if cfg.use_stf
             else None
         )
-        self.dspa = DSPA(cfg.num_prompts, cfg.prompt_rank, d) if cfg.use_dspa else None
+        gate_shape = (backbone.cfg.num_layers, backbone.cfg.num_heads) if cfg.dspa_gated else None
+        self.dspa = DSPA(cfg.num_prompts, cfg.prompt_rank, d, gate_shape) if cfg.use_dspa else None
         self.backbone.requires_grad_(not cfg.freeze_backbone)
 
     def adapter_parameters(self) -> list[nn.Parameter]:
@@ -122,12 +124,23 @@ class STAModel(nn.Module):
         bias = self.token_bias(calendar, node_index, context_len, horizon)
         if bias is not None:
             bias = bias.reshape(batch * nodes, bias.shape[2], bias.shape[3])
-        prefix = None
+        prompts = gate = None
         if self.dspa is not None:
-            prompts = self.dspa()
-            prefix = prompts.unsqueeze(0).expand(batch * nodes, -1, -1)
-        out = self.backbone(series, n_fut, token_bias=bias, prefix_tokens=prefix)
-        q = out.quantiles[:, :horizon].float() * out.scale[:, :, None] + out.loc[:, :, None]
+            prompts, gate = self.dspa(), self.dspa.gate
+        chunks = []
+        for start in range(0, batch * nodes, self.cfg.series_per_pass):
+            part = slice(start, min(start + self.cfg.series_per_pass, batch * nodes))
+            rows = part.stop - part.start
+            prefix = None if prompts is None else prompts.unsqueeze(0).expand(rows, -1, -1)
+            out = self.backbone(
+                series[part],
+                n_fut,
+                token_bias=None if bias is None else bias[part],
+                prefix_tokens=prefix,
+                prefix_gate=gate,
+            )
+            chunks.append(out.quantiles[:, :horizon].float() * out.scale[:, :, None] + out.loc[:, :, None])
+        q = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0)
         q = q.sort(dim=-1).values  # quantile heads can cross; sorting is a no-op when they do not
         q = q.view(batch, nodes, horizon, -1).permute(0, 2, 1, 3)
         return AdapterOutput(quantiles=q, median=q[..., bcfg.median_index])

@@ -50,6 +50,11 @@ class AdaptConfig(BaseModel):
     max_lag_patches: int = Field(3, gt=0, description="lags 1..this (in patches) of the time-lagged affinity")
     num_prompts: int = Field(3, gt=0, description="K DSPA prompt tokens")
     prompt_rank: int = Field(1, gt=0, description="rank r of P = U V^T")
+    dspa_gated: bool = Field(
+        True,
+        description="prompts attended through a zero-initialised gate per layer and head (exact no-op at init); "
+        "False: prompts join the one softmax with the other tokens",
+    )
     memory_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="CMR buffer: this first share of samples")
     replay_ratio: float = Field(0.3, ge=0.0, le=1.0, description="CMR: share of each batch drawn from memory")
 
@@ -76,6 +81,12 @@ class AdaptConfig(BaseModel):
     )
     nodes_per_batch: int | None = Field(
         None, gt=0, description="random node subset per training step (big graphs)"
+    )
+    series_per_pass: int = Field(
+        1024,
+        gt=0,
+        description="the backbone runs over at most this many (window, node) series at a time: the working set "
+        "stays the same at any node count, so time grows linearly in N instead of falling out of cache",
     )
     max_epochs: int = Field(20, gt=0)
     max_steps: int | None = Field(None, gt=0, description="hard cap on optimizer steps (the budget)")

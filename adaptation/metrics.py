@@ -172,7 +172,7 @@ def evaluate(pred_quantiles: np.ndarray, target: np.ndarray, levels: Sequence[fl
     safe_y = np.where(keep, y, 1.0)
     abs_err = np.where(keep, np.abs(point - safe_y), 0.0)
     keep_pct = keep & (np.abs(safe_y) > NULL_ATOL)
-    pct_err = np.where(keep_pct, abs_err / np.abs(safe_y), 0.0)
+    pct_err = np.divide(abs_err, np.abs(safe_y), out=np.zeros_like(abs_err), where=keep_pct)
     counts = keep.sum(axis=(0, 2)).astype(np.float64)
     pct_counts = keep_pct.sum(axis=(0, 2)).astype(np.float64)
     sums = {"mae": abs_err.sum(axis=(0, 2)), "rmse": np.square(abs_err).sum(axis=(0, 2)),

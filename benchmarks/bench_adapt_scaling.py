@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from adaptation.config import AdaptConfig  # noqa: E402
+from benchmarks.doc_sections import write_doc_section  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks" / "adapt.md"
 PHASES = ("adapt", "infer", "infer_bare")
@@ -44,14 +48,43 @@ def _rss_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def saved_activation_bytes(model: Any, loss_fn: Callable[[], Any]) -> int:
+    """Bytes autograd keeps for the backward pass of ``loss_fn()`` (distinct storages, parameters excluded).
+
+    This is the node-dependent part of training memory, counted exactly; peak RSS adds the allocator's
+    caching and fixed buffers on top, which makes its ratios look sub-linear at small N.
+    """
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn()
+    loss.backward()
+    return sum(storages.values())
+
+
 def worker(
-    nodes: int, phase: str, batch: int, length: int, horizon: int, steps: int, repeats: int, threads: int
+    nodes: int,
+    phase: str,
+    batch: int,
+    length: int,
+    horizon: int,
+    steps: int,
+    repeats: int,
+    threads: int,
 ) -> dict:
     """Run one (N, phase) workload in this process; returns its time and peak memory."""
     import torch
 
     from adaptation.adapter import STAModel
-    from adaptation.config import AdaptConfig
     from training.model import BackboneConfig, FactoSTBackbone
 
     torch.manual_seed(0)
@@ -109,11 +142,16 @@ def worker(
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    activations = 0
+    if phase == "adapt":
+        model.train()
+        activations = saved_activation_bytes(model, lambda: (model(x, horizon, calendar).median - y).abs().mean())
     return {
         "nodes": nodes,
         "phase": phase,
         "time_s": statistics.median(times),
         "peak_bytes": max(peak, 0),
+        "activation_bytes": activations,
         "device": device.type,
         "series": batch * nodes,
     }
@@ -127,7 +165,7 @@ def run_in_subprocess(args: argparse.Namespace, nodes: int, phase: str) -> dict:
         str(nodes),
         phase,
         "--batch",
-        str(args.batch),
+        str(args.batch if phase == "adapt" else args.infer_batch),
         "--length",
         str(args.length),
         "--horizon",
@@ -150,7 +188,13 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nodes", default="100,400,1600", help="comma list of node counts")
-    parser.add_argument("--batch", type=int, default=4, help="windows per step (each carries all N nodes)")
+    parser.add_argument("--batch", type=int, default=4, help="windows per adaptation step (each has all N nodes)")
+    parser.add_argument(
+        "--infer-batch",
+        type=int,
+        default=AdaptConfig().eval_batch_size,
+        help="windows per inference call (default: the harness's eval_batch_size)",
+    )
     parser.add_argument("--length", type=int, default=12)
     parser.add_argument("--horizon", type=int, default=12)
     parser.add_argument("--steps", type=int, default=2, help="adaptation steps per timed run")
@@ -173,16 +217,18 @@ def main(argv: list[str] | None = None) -> None:
             results[(nodes, phase)] = r = run_in_subprocess(args, nodes, phase)
             print(
                 f"N={nodes:5d} {phase:10s} time {r['time_s'] * 1e3:9.1f} ms   "
-                f"peak +{r['peak_bytes'] / 2**20:8.1f} MiB"
-                f"   ({r['series']} series, {r['device']})",
+                f"peak +{r['peak_bytes'] / 2**20:8.1f} MiB   ({r['series']} series, {r['device']})"
+                + (f"   activations {r['activation_bytes'] / 2**20:.1f} MiB" if phase == "adapt" else ""),
                 flush=True,
             )
     lo, hi = node_counts[0], node_counts[-1]
     ideal = hi / lo
     device = results[(lo, "adapt")]["device"]
     lines = [
-        f"Ratios N={hi} vs N={lo} (ideal linear: {ideal:g}); {args.batch} windows x {args.length}->"
-        f"{args.horizon} per step, minuscule backbone, all STA modules on, {device} "
+        f"Ratios N={hi} vs N={lo} (ideal linear: {ideal:g}); {args.length}->{args.horizon}, {args.batch} "
+        f"windows per adaptation step, {args.infer_batch} per inference call (the harness's evaluation "
+        f"batch), backbone passes of at most {AdaptConfig().series_per_pass} series, minuscule backbone, "
+        f"all STA modules on, {device} "
         f"({'wall time' if device == 'cuda' else f'process CPU time, {args.threads} thread(s)'}), median of "
         f"{args.repeats} runs; adapt = {args.steps} training steps.",
         "",
@@ -196,6 +242,16 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {phase} | {t_ratio:.1f} | {t_ratio / ideal:.2f} | {m_ratio:.1f} | {m_ratio / ideal:.2f} |"
         )
+    a, b = results[(lo, "adapt")], results[(hi, "adapt")]
+    act_ratio = b["activation_bytes"] / a["activation_bytes"]
+    lines += [
+        "",
+        f"Training activation memory (bytes autograd saves for backward, exact): N={lo}: "
+        f"{a['activation_bytes'] / 2**20:.1f} MiB, N={hi}: {b['activation_bytes'] / 2**20:.1f} MiB, ratio "
+        f"{act_ratio:.2f} ({act_ratio / ideal:.2f} of ideal). Peak RSS above adds fixed costs (optimizer state, "
+        f"allocator caches); inference runs the backbone in passes of bounded size, so its peak grows with the "
+        f"output only.",
+    ]
     if len(node_counts) >= 3:
         # Increments cancel the fixed per-call cost (Python, kernel launches, allocator, library buffers)
         # that makes plain ratios look sub-linear at small N.
@@ -226,19 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + text)
     if args.doc:
         command = "benchmarks/bench_adapt_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_doc_section("scaling", f"Command: `.venv/bin/python {command}`\n\n" + text)
-
-
-def write_doc_section(marker: str, text: str) -> None:
-    """Replace the block between the ``marker`` begin/end comments of the doc (or append it)."""
-    doc = DOC.read_text() if DOC.exists() else "# STA adaptation benchmarks\n"
-    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-    block = f"{begin}\n{text}{end}"
-    if begin in doc and end in doc:
-        doc = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(doc)
+        write_doc_section(DOC, "scaling", f"Command: `.venv/bin/python {command}`\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -193,15 +193,33 @@ class GatedAttention(nn.Module):
         self.q_norm = RMSNorm(hd, eps=cfg.norm_eps)
         self.k_norm = RMSNorm(hd, eps=cfg.norm_eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        attn_mask: Tensor,
+        n_prefix: int = 0,
+        prefix_gate: Tensor | None = None,
+    ) -> Tensor:
+        """With ``prefix_gate`` [num_heads], the first ``n_prefix`` keys get a softmax of their own whose output
+        is scaled by the gate and added (zero-init gated prefix attention): at gate 0 every other token's output
+        is exactly what it is without the prefix. Without a gate the prefix keys join the one softmax."""
         b, s, d = x.shape
         h, hd = self.num_heads, self.head_dim
         q, gate = self.q_proj(x).view(b, s, h, 2 * hd).split(hd, dim=-1)
         k = self.k_proj(x).view(b, s, h, hd)
-        v = self.v_proj(x).view(b, s, h, hd)
+        v = self.v_proj(x).view(b, s, h, hd).transpose(1, 2)
         q = apply_rope(self.q_norm(q).transpose(1, 2), cos, sin)
         k = apply_rope(self.k_norm(k).transpose(1, 2), cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=attn_mask)
+        if n_prefix and prefix_gate is not None:
+            k_pre, k_main = k[:, :, :n_prefix], k[:, :, n_prefix:]
+            v_pre, v_main = v[:, :, :n_prefix], v[:, :, n_prefix:]
+            out = F.scaled_dot_product_attention(q, k_main, v_main, attn_mask=attn_mask[..., n_prefix:])
+            prompt = F.scaled_dot_product_attention(q, k_pre, v_pre)
+            out = out + prefix_gate.to(out.dtype).view(1, h, 1, 1) * prompt
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out * torch.sigmoid(gate.transpose(1, 2))
         return self.o_proj(out.transpose(1, 2).reshape(b, s, d))
 
@@ -217,8 +235,16 @@ class TransformerBlock(nn.Module):
         self.ffn = GatedMLP(cfg.d_model, cfg.d_ff, cfg.d_model, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor) -> Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, attn_mask))
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        attn_mask: Tensor,
+        n_prefix: int = 0,
+        prefix_gate: Tensor | None = None,
+    ) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, attn_mask, n_prefix, prefix_gate))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
@@ -258,7 +284,9 @@ class FactoSTBackbone(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _rotary(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def _rotary(
+        self, seq_len: int, device: torch.device, dtype: torch.dtype, n_prefix: int = 0
+    ) -> tuple[Tensor, Tensor]:
         """cos/sin tables [S, head_dim/2], computed per call from the config, never stored: a buffer would be
         saved or, worse, cast to bf16 with the weights (bf16 frequencies are off by up to 0.4%, which turns into
         radians of error at position 2000); 32 numbers and S angles cost nothing next to the layers."""
@@ -267,7 +295,15 @@ class FactoSTBackbone(nn.Module):
         pair = torch.arange(n_pairs, device=device, dtype=torch.float32)
         inv = torch.exp(pair * (-2.0 * math.log(cfg.rope_theta) / cfg.head_dim))
         inv = torch.where(pair < round(cfg.rope_fraction * n_pairs), inv, 0.0)
-        angles = torch.arange(seq_len, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+        # Prefix prompts sit at position 0 and the sequence keeps positions 0..S-1, so prompts never shift the
+        # rotary angles of the real tokens (their attention among themselves is bit-identical with and without).
+        positions = torch.cat(
+            [
+                torch.zeros(n_prefix, device=device, dtype=torch.float32),
+                torch.arange(seq_len - n_prefix, device=device, dtype=torch.float32),
+            ]
+        )
+        angles = positions[:, None] * inv[None, :]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def forward(
@@ -276,12 +312,15 @@ class FactoSTBackbone(nn.Module):
         num_future_patches: int,
         token_bias: Tensor | None = None,
         prefix_tokens: Tensor | None = None,
+        prefix_gate: Tensor | None = None,
     ) -> BackboneOutput:
         """Quantiles of the next ``num_future_patches * patch_size`` points of each context row.
 
         ``context`` [B, L]: NaN (or inf) marks a missing point; it is left-padded with NaN to a multiple of the
         patch size. ``token_bias`` [B, P_ctx + F, d] is added to the context and future tokens (not REG) before
-        the first layer; ``prefix_tokens`` [B, K, d] take the first K positions and always attend.
+        the first layer; ``prefix_tokens`` [B, K, d] take the first K positions and are always attended to:
+        in the one softmax with the other keys, or, given ``prefix_gate`` [num_layers, num_heads], through a
+        separate softmax scaled by the gate (so a zero gate leaves every real token's output unchanged).
         """
         cfg = self.cfg
         if context.dim() != 2:
@@ -318,6 +357,11 @@ class FactoSTBackbone(nn.Module):
                 raise ValueError(f"prefix_tokens must be [{batch}, K, {d}], got {tuple(prefix_tokens.shape)}")
             n_prefix = prefix_tokens.shape[1]
             parts.insert(0, prefix_tokens.to(tokens.dtype))
+        if prefix_gate is not None and tuple(prefix_gate.shape) != (cfg.num_layers, cfg.num_heads):
+            raise ValueError(
+                f"prefix_gate must be [{cfg.num_layers}, {cfg.num_heads}] (layers, heads), "
+                f"got {tuple(prefix_gate.shape)}"
+            )
         hidden = torch.cat(parts, dim=1)
         ctx_ok = observed.view(batch, n_ctx, p).any(dim=-1)
         always = torch.ones(batch, 1, dtype=torch.bool, device=x.device)
@@ -325,9 +369,10 @@ class FactoSTBackbone(nn.Module):
         # Key mask only: a masked token never influences any other token, and its own output is never read,
         # which is the same as excluding it as a query; every row keeps REG/future keys, so no row is all -inf.
         attn_mask = key_ok[:, None, None, :]
-        cos, sin = self._rotary(hidden.shape[1], hidden.device, hidden.dtype)
-        for layer in self.layers:
-            hidden = layer(hidden, cos, sin, attn_mask)
+        cos, sin = self._rotary(hidden.shape[1], hidden.device, hidden.dtype, n_prefix)
+        for i, layer in enumerate(self.layers):
+            gate = None if prefix_gate is None else prefix_gate[i]
+            hidden = layer(hidden, cos, sin, attn_mask, n_prefix, gate)
         fut = hidden[:, n_prefix + n_ctx + 1 :]
         q = self.head(fut).view(batch, n_fut, cfg.num_quantiles, p)
         quantiles = q.transpose(2, 3).reshape(batch, n_fut * p, cfg.num_quantiles)
@@ -342,6 +387,7 @@ class FactoSTBackbone(nn.Module):
         target: Tensor,
         token_bias: Tensor | None = None,
         prefix_tokens: Tensor | None = None,
+        prefix_gate: Tensor | None = None,
     ) -> Tensor:
         """Pinball loss of the next ``H`` points, normalised with the context's statistics (NaN targets skipped).
 
@@ -356,6 +402,6 @@ class FactoSTBackbone(nn.Module):
         y = target.float()
         if y.shape[1] % p:
             y = F.pad(y, (0, n_fut * p - y.shape[1]), value=float("nan"))
-        out = self(context, n_fut, token_bias=token_bias, prefix_tokens=prefix_tokens)
+        out = self(context, n_fut, token_bias=token_bias, prefix_tokens=prefix_tokens, prefix_gate=prefix_gate)
         y_norm = (y - out.loc) / out.scale
         return pinball_loss(out.quantiles.float(), y_norm, self.quantile_levels_tensor(y.device))

@@ -77,21 +77,45 @@ def test_modules_off_equals_bare_backbone_exactly() -> None:
     torch.testing.assert_close(model(x, 12, cal).quantiles, _bare(model.backbone, x, 12), rtol=0, atol=0)
 
 
-def test_zero_init_stmf_stf_add_nothing_and_dspa_prompts_start_at_zero() -> None:
-    """STMF's zero-initialised W_meta makes STMF+STF an exact no-op at init; DSPA's U=0 gives zero prompt
-    tokens, so the model equals the backbone run with K zero prefix tokens (which are attended to: see the
-    DSPA docstring)."""
-    cfg = AdaptConfig(use_dspa=False)
-    model = _model(cfg)
+def test_zero_init_adapter_is_exactly_the_backbone() -> None:
+    """STMF's zero-initialised W_meta makes STMF+STF a no-op at init, and DSPA's zero-initialised prefix gate
+    makes its (random, non-zero) prompts a no-op too: the full adapter at init is the bare backbone."""
     x, cal = _inputs(2, 30, 12, 5)
-    assert torch.count_nonzero(model.token_bias(cal, torch.arange(5), 30, 12)) == 0
-    torch.testing.assert_close(model(x, 12, cal).quantiles, _bare(model.backbone, x, 12), rtol=0, atol=1e-6)
+    stmf_only = _model(AdaptConfig(use_dspa=False))
+    assert torch.count_nonzero(stmf_only.token_bias(cal, torch.arange(5), 30, 12)) == 0
 
     full = _model(AdaptConfig())
-    prompts = full.dspa()
+    assert full.dspa is not None and full.dspa.gate is not None
+    assert full.dspa.gate.shape == (3, 3) and torch.count_nonzero(full.dspa.gate) == 0
+    assert torch.count_nonzero(full.dspa()) > 0  # the prompts themselves are not zero
+    torch.testing.assert_close(full(x, 12, cal).quantiles, _bare(full.backbone, x, 12), rtol=0, atol=1e-6)
+
+
+def test_dspa_gate_learns_and_then_changes_the_output() -> None:
+    """The gate gets a gradient at init (so the prompts can start to matter); once open, the prompts count."""
+    full = _model(AdaptConfig(use_stmf=False, use_stf=False))
+    x, cal = _inputs(2, 30, 12, 5)
+    bare = _bare(full.backbone, x, 12)
+    loss = full(x, 12, cal).median.square().mean()
+    loss.backward()
+    assert full.dspa is not None and full.dspa.gate is not None and full.dspa.gate.grad is not None
+    assert full.dspa.gate.grad.abs().max() > 1e-6
+    with torch.no_grad():
+        full.dspa.gate.fill_(0.5)
+    assert (full(x, 12, cal).quantiles - bare).abs().max() > 1e-3
+
+
+def test_ungated_dspa_prompts_start_at_zero_and_take_attention_mass() -> None:
+    """``dspa_gated=False``: U = 0 gives zero prompt tokens that join the softmax, so the model equals the
+    backbone run with K zero prefix tokens, which is not the bare backbone."""
+    x, cal = _inputs(2, 30, 12, 5)
+    plain = _model(AdaptConfig(dspa_gated=False))
+    assert plain.dspa is not None and plain.dspa.gate is None
+    prompts = plain.dspa()
     assert prompts.shape == (3, 192) and torch.count_nonzero(prompts) == 0
-    expected = _bare(full.backbone, x, 12, prefix=torch.zeros(1, 3, 192))
-    torch.testing.assert_close(full(x, 12, cal).quantiles, expected, rtol=0, atol=1e-6)
+    out = plain(x, 12, cal).quantiles
+    torch.testing.assert_close(out, _bare(plain.backbone, x, 12, prefix=torch.zeros(1, 3, 192)), rtol=0, atol=1e-6)
+    assert (out - _bare(plain.backbone, x, 12)).abs().max() > 1e-4
 
 
 def test_every_switch_changes_the_output() -> None:
@@ -260,3 +284,22 @@ def test_context_only_stmf_leaves_the_future_placeholders_zero() -> None:
     bias = model.token_bias(cal, torch.arange(5), 40, 20)
     assert bias.shape == (2, 5, 3 + 2, 192)  # 40 points -> 3 context patches, 20 -> 2 future patches
     assert torch.count_nonzero(bias[:, :, 3:]) == 0 and torch.count_nonzero(bias[:, :, :3]) > 0
+
+
+def test_backbone_chunks_over_series_give_the_same_forecast_and_gradients() -> None:
+    """``series_per_pass`` only bounds the working set: 2 windows x 5 nodes in passes of 3 series (a ragged
+    last pass) give the forecast and the adapter's gradients of one pass."""
+    x, cal = _inputs(2, 30, 12, 5)
+    results = []
+    for per_pass in (1024, 3):
+        model = _model(AdaptConfig(series_per_pass=per_pass))
+        _perturb(model)
+        out = model(x, 12, cal)
+        out.median.square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.quantiles.detach(), grads))
+    (q_one, g_one), (q_chunked, g_chunked) = results
+    torch.testing.assert_close(q_chunked, q_one, rtol=0, atol=1e-5)
+    assert g_one.keys() == g_chunked.keys() and any(k.startswith("dspa.") for k in g_one)
+    for name in g_one:
+        torch.testing.assert_close(g_chunked[name], g_one[name], rtol=1e-4, atol=1e-6, msg=name)

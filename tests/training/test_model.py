@@ -189,10 +189,26 @@ def test_prefix_tokens_attend_and_token_bias_shape_is_checked(model: FactoSTBack
         model(ctx, 1, token_bias=torch.zeros(1, 2, 192))
     with pytest.raises(ValueError, match="prefix_tokens"):
         model(ctx, 1, prefix_tokens=torch.zeros(1, 3, 7))
+    with pytest.raises(ValueError, match="prefix_gate must be \\[3, 3\\]"):
+        model(ctx, 1, prefix_tokens=torch.randn(1, 3, 192), prefix_gate=torch.zeros(3))
     with pytest.raises(ValueError, match="num_future_patches"):
         model(ctx, 0)
     with pytest.raises(ValueError, match="\\[batch, length\\]"):
         model(ctx[0], 1)
+
+
+def test_gated_prefix_at_zero_gate_is_exactly_no_prefix(model: FactoSTBackbone) -> None:
+    """A zero gate keeps every real token's output as without prompts (they do not shift rotary positions
+    either); an open gate lets the prompts change the forecast."""
+    ctx = sine_context(40)
+    prompts = torch.randn(1, 4, 192)
+    with torch.no_grad():
+        ref = model(ctx, 2)
+        closed = model(ctx, 2, prefix_tokens=prompts, prefix_gate=torch.zeros(3, 3))
+        half_open = model(ctx, 2, prefix_tokens=prompts, prefix_gate=torch.full((3, 3), 0.5))
+    torch.testing.assert_close(closed.quantiles, ref.quantiles, rtol=0, atol=1e-6)
+    torch.testing.assert_close(closed.hidden[:, 4:], ref.hidden, rtol=0, atol=1e-5)
+    assert (half_open.quantiles - ref.quantiles).abs().max() > 1e-3
 
 
 def test_pinball_loss_hand_computed() -> None:
