@@ -173,6 +173,16 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+class SequenceLayout(NamedTuple):
+    """What every layer needs to know about the token sequence: rotary tables [S, head_dim/2], the key mask
+    [B, 1, 1, S] and how many leading prefix (prompt) tokens it holds."""
+
+    cos: Tensor
+    sin: Tensor
+    attn_mask: Tensor
+    n_prefix: int
+
+
 class GatedAttention(nn.Module):
     """Multi-head attention whose output is gated by ``sigmoid(G)``, G computed beside the query (paper Eq. 5).
 
@@ -193,18 +203,11 @@ class GatedAttention(nn.Module):
         self.q_norm = RMSNorm(hd, eps=cfg.norm_eps)
         self.k_norm = RMSNorm(hd, eps=cfg.norm_eps)
 
-    def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        attn_mask: Tensor,
-        n_prefix: int = 0,
-        prefix_gate: Tensor | None = None,
-    ) -> Tensor:
-        """With ``prefix_gate`` [num_heads], the first ``n_prefix`` keys get a softmax of their own whose output
+    def forward(self, x: Tensor, layout: SequenceLayout, prefix_gate: Tensor | None = None) -> Tensor:
+        """With ``prefix_gate`` [num_heads], the layout's prefix keys get a softmax of their own whose output
         is scaled by the gate and added (zero-init gated prefix attention): at gate 0 every other token's output
         is exactly what it is without the prefix. Without a gate the prefix keys join the one softmax."""
+        cos, sin, attn_mask, n_prefix = layout
         b, s, d = x.shape
         h, hd = self.num_heads, self.head_dim
         q, gate = self.q_proj(x).view(b, s, h, 2 * hd).split(hd, dim=-1)
@@ -235,16 +238,8 @@ class TransformerBlock(nn.Module):
         self.ffn = GatedMLP(cfg.d_model, cfg.d_ff, cfg.d_model, bias=False)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        attn_mask: Tensor,
-        n_prefix: int = 0,
-        prefix_gate: Tensor | None = None,
-    ) -> Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, attn_mask, n_prefix, prefix_gate))
+    def forward(self, x: Tensor, layout: SequenceLayout, prefix_gate: Tensor | None = None) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), layout, prefix_gate))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
@@ -370,9 +365,9 @@ class FactoSTBackbone(nn.Module):
         # which is the same as excluding it as a query; every row keeps REG/future keys, so no row is all -inf.
         attn_mask = key_ok[:, None, None, :]
         cos, sin = self._rotary(hidden.shape[1], hidden.device, hidden.dtype, n_prefix)
+        layout = SequenceLayout(cos, sin, attn_mask, n_prefix)
         for i, layer in enumerate(self.layers):
-            gate = None if prefix_gate is None else prefix_gate[i]
-            hidden = layer(hidden, cos, sin, attn_mask, n_prefix, gate)
+            hidden = layer(hidden, layout, None if prefix_gate is None else prefix_gate[i])
         fut = hidden[:, n_prefix + n_ctx + 1 :]
         q = self.head(fut).view(batch, n_fut, cfg.num_quantiles, p)
         quantiles = q.transpose(2, 3).reshape(batch, n_fut * p, cfg.num_quantiles)
