@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -75,3 +76,77 @@ def make_bucket(server: MotoServer, bucket: str) -> None:
 
     fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
     fs.mkdir(bucket)
+
+
+class NetworkGate:
+    """A TCP forwarder on 127.0.0.1 in front of a server: ``close()`` is a network outage (connections refused,
+    open streams cut) while the server behind keeps its state, and ``open()`` ends it.
+
+    Killing and restarting moto instead leaves a window where the new server answers before its journal is
+    replayed, so a client retrying at that moment sees a real "not found"; behind a gate the data never goes.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._streams: set[socket.socket] = set()
+        self.open()
+
+    def endpoint_options(self, server: MotoServer) -> dict[str, Any]:
+        """``server``'s storage options with the endpoint moved to this gate."""
+        return dict(server.storage_options, endpoint_url=f"http://127.0.0.1:{self.port}")
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            _shut(listener)  # wakes the accept() below
+        with self._lock:
+            streams, self._streams = self._streams, set()
+        for stream in streams:
+            _shut(stream)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _shut(client)
+                continue
+            with self._lock:
+                self._streams.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _shut(src)
+            _shut(dst)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

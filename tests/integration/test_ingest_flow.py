@@ -15,7 +15,7 @@ from infra.versions import list_versions, open_version
 from pipelines.ingest import ingest_flow
 from pipelines.profile import Profile
 from tests.conftest import shared_data
-from tests.s3_server import make_bucket, start_moto
+from tests.s3_server import NetworkGate, make_bucket, start_moto
 
 
 def test_flow_ingests_every_source_and_reports_each(prefect_harness, tmp_path: Path) -> None:
@@ -34,25 +34,23 @@ def test_flow_ingests_every_source_and_reports_each(prefect_harness, tmp_path: P
 
 
 def test_transient_outage_is_retried_and_bad_input_is_not(prefect_harness, tmp_path: Path) -> None:
-    server = start_moto(recording=tmp_path / "journal")
+    server = start_moto()
+    gate = NetworkGate(server.port)
     try:
         make_bucket(server, "flaky-bucket")
         fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
         fs.pipe("flaky-bucket/in.csv", b"id,timestamp,value\n" + b"".join(
             f"a,2024-01-01 {h:02d}:00:00,{h}\n".encode() for h in range(24)))
-        server.kill()  # the store is down when the flow starts
-
-        restarted: list = []
+        gate.close()  # the store is unreachable when the flow starts, and comes back 2 s later
 
         def bring_back() -> None:
             time.sleep(2.0)
-            restarted.append(start_moto(port=server.port, recording=tmp_path / "journal"))
-            restarted[0].replay_recording()
+            gate.open()
 
         threading.Thread(target=bring_back, daemon=True).start()
         source = SourceConfig(name="flaky", kind="long", paths=["s3://flaky-bucket/in.csv"], freq="h")
         profile = Profile(
-            storage={"root": str(tmp_path / "root"), "options": server.storage_options},
+            storage={"root": str(tmp_path / "root"), "options": gate.endpoint_options(server)},
             ingest=IngestConfig(sources=[source], retries=3, retry_delay_seconds=1.0),
         )
         t0 = time.monotonic()
@@ -60,8 +58,8 @@ def test_transient_outage_is_retried_and_bad_input_is_not(prefect_harness, tmp_p
         assert summaries[0]["series"] == 1 and summaries[0]["points"] == 24
         assert time.monotonic() - t0 > 2.0  # it really waited for the store to come back
     finally:
-        for s in [server, *restarted]:
-            s.kill()
+        gate.close()
+        server.kill()
 
     bad = tmp_path / "bad.tsf"
     bad.write_text("@relation x\n@frequency daily\n@data\n1,2,x\n")

@@ -12,7 +12,7 @@ import s3fs
 from infra.versions import list_versions, read_table
 from pipelines.refresh import corpus_refresh_flow
 from tests.integration.tiny_profile import tiny_profile, write_long_csv
-from tests.s3_server import make_bucket, start_moto
+from tests.s3_server import NetworkGate, make_bucket, start_moto
 
 
 def _sources(tmp_path: Path) -> list[dict]:
@@ -48,23 +48,22 @@ def test_refresh_reuses_unchanged_work_and_reingests_only_the_changed_source(pre
 @pytest.mark.slow
 def test_refresh_retries_a_transient_fault_and_fails_cleanly_on_a_lasting_one(prefect_harness, tmp_path) -> None:
     write_long_csv(tmp_path / "alpha.csv", n_series=3, length=300, seed=0)
-    server = start_moto(recording=tmp_path / "journal")
-    restarted: list = []
+    server = start_moto()
+    gate = NetworkGate(server.port)
     try:
         make_bucket(server, "refresh-bucket")
         fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
         fs.put(str(tmp_path / "alpha.csv"), "refresh-bucket/remote.csv")
         sources = [{"name": "remote", "kind": "long", "paths": ["s3://refresh-bucket/remote.csv"], "freq": "h"}]
         profile = tiny_profile(tmp_path / "root", sources)
-        profile["storage"]["options"] = server.storage_options
+        profile["storage"]["options"] = gate.endpoint_options(server)
         profile["ingest"]["retries"] = 3
 
-        server.kill()  # the source's store is down when the refresh starts, and comes back 2 s later
+        gate.close()  # the source's store is unreachable when the refresh starts, and comes back 2 s later
 
         def bring_back() -> None:
             time.sleep(2.0)
-            restarted.append(start_moto(port=server.port, recording=tmp_path / "journal"))
-            restarted[0].replay_recording()
+            gate.open()
 
         threading.Thread(target=bring_back, daemon=True).start()
         ok = corpus_refresh_flow(profile)
@@ -72,7 +71,7 @@ def test_refresh_retries_a_transient_fault_and_fails_cleanly_on_a_lasting_one(pr
         good = list_versions(str(tmp_path / "root"), "training_corpus")
         assert [v.url for v in good] == [ok["training_corpus"]["version"]]
 
-        restarted[0].kill()  # now it stays down: a changed config needs the source read again
+        gate.close()  # now it stays down: a changed config needs the source read again
         profile["balance"]["seed"] = 2
         profile["ingest"]["min_length"] = 9
         profile["ingest"]["retries"] = 1
@@ -82,5 +81,5 @@ def test_refresh_retries_a_transient_fault_and_fails_cleanly_on_a_lasting_one(pr
         assert [v.url for v in after] == [v.url for v in good]  # nothing new published
         assert read_table(after[0]).num_rows == 240  # the previous version is intact
     finally:
-        for s in [server, *restarted]:
-            s.kill()
+        gate.close()
+        server.kill()
