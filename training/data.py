@@ -31,6 +31,7 @@ from infra.ray_runtime import pyarrow_filesystem
 from infra.storage import filesystem
 from infra.versions import DatasetVersion, open_version
 from training.windows import (
+    WindowConfig,
     draw_num_future_patches,
     random_sequence_mask,
     sample_window,
@@ -51,30 +52,21 @@ ACCEPTANCE_PROBE_ROWS = 512
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """What ``crop_windows`` needs, picklable and small (it travels with every map task)."""
+    """What ``crop_windows`` needs, picklable and small (it travels with every map task): the run's window knobs
+    (``PretrainConfig.window_config``) plus the seed, the target width and how many windows each row yields."""
 
     seed: int
-    context_length: int
     horizon: int
-    patch_size: int
-    min_observed: float
-    zclip: float | None
-    l_min: int
-    random_mask: bool
     windows_per_sample: int
+    windows: WindowConfig
 
     @classmethod
     def from_config(cls, cfg: PretrainConfig) -> WindowSpec:
         return cls(
             seed=cfg.seed,
-            context_length=cfg.context_length,
             horizon=cfg.max_horizon,
-            patch_size=cfg.backbone_config().patch_size,
-            min_observed=cfg.min_observed,
-            zclip=cfg.zclip,
-            l_min=cfg.l_min,
-            random_mask=cfg.random_mask,
             windows_per_sample=cfg.data.windows_per_sample,
+            windows=cfg.window_config(),
         )
 
 
@@ -104,25 +96,26 @@ def crop_windows(batch: dict[str, np.ndarray], epoch: int, spec: WindowSpec) -> 
     contexts: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     kept_ids: list[int] = []
+    knobs = spec.windows
     for i, sid in enumerate(ids):
         series = _trim_padding(np.asarray(values[i], dtype=np.float32).reshape(-1))
         for j in range(spec.windows_per_sample):
             rng = window_rng(spec.seed, epoch, int(sid), j)
-            window = sample_window(series, rng, spec.context_length, spec.horizon, spec.min_observed)
+            window = sample_window(series, rng, knobs.context_length, spec.horizon, knobs.min_observed)
             if window is None:
                 continue
-            context, target = zscore_clip_outliers(window[0], window[1], spec.zclip)
-            if spec.random_mask:
-                context = random_sequence_mask(context, rng, spec.context_length, spec.l_min)
+            context, target = zscore_clip_outliers(window[0], window[1], knobs.z_clip)
+            if knobs.random_mask:
+                context = random_sequence_mask(context, rng, knobs.context_length, knobs.l_min)
             contexts.append(context)
             targets.append(target)
             kept_ids.append(int(sid))
     n = len(kept_ids)
-    context_out = np.full((n, spec.context_length), np.nan, dtype=np.float32)
+    context_out = np.full((n, knobs.context_length), np.nan, dtype=np.float32)
     target_out = np.full((n, spec.horizon), np.nan, dtype=np.float32)
     for k, (c, t) in enumerate(zip(contexts, targets, strict=True)):
         if c.size:
-            context_out[k, spec.context_length - c.size :] = c
+            context_out[k, knobs.context_length - c.size :] = c
         target_out[k, : t.size] = t
     return {
         "context": context_out,
