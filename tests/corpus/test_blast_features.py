@@ -22,6 +22,13 @@ from corpus.blast.vectors import DIM, encode, pack, unpack
 # ------------------------------------------------------------------------------------------------------
 
 
+# A constant window has no spread to measure: stationary, no trend, no season, no ARCH effect (the definitions'
+# degenerate values, shared by the reference and the expectation for the fast path).
+CONSTANT_WINDOW_METRICS: dict[str, float] = dict(
+    stationarity=1, trend=0, tau=0.0, season_count=0, season_strength=0.0, cv=0.0, hurst=0.0, arch=1, outliers=0.0
+)
+
+
 def reference_prepare(values: np.ndarray, min_length: int = 512, window: int = 2039) -> np.ndarray | None:
     """Trim to the first..last observed non-zero point, refuse short spans, interpolate, first window."""
     from scipy.interpolate import interp1d
@@ -157,17 +164,7 @@ def reference_metrics(window: np.ndarray) -> dict[str, float]:
     std = np.std(x)
     x = (x - np.mean(x)) / (std if std != 0 else 1.0)
     if np.all(x == x[0]):
-        return dict(
-            stationarity=1,
-            trend=0,
-            tau=0.0,
-            season_count=0,
-            season_strength=0.0,
-            cv=0.0,
-            hurst=0.0,
-            arch=1,
-            outliers=0.0,
-        )
+        return dict(CONSTANT_WINDOW_METRICS)
     trend, tau = _ref_mann_kendall(x)
     count, strength = _ref_seasonality(x)
     y = x - np.min(x)
@@ -313,17 +310,7 @@ def test_known_properties(fast: tuple[Metrics, np.ndarray], pinned: dict[str, np
     assert noise["stationarity"] == 1 and noise["season_strength"] < 0.5 and abs(noise["hurst"] - 0.5) < 0.15
     assert noise["trend"] == 0 and abs(noise["tau"]) < 0.05
     assert row["trend_noise"]["trend"] == 1 and row["trend_noise"]["stationarity"] == 0
-    assert row["constant"] == dict(
-        stationarity=1,
-        trend=0,
-        tau=0.0,
-        season_count=0,
-        season_strength=0.0,
-        cv=0.0,
-        hurst=0.0,
-        arch=1,
-        outliers=0.0,
-    )
+    assert row["constant"] == CONSTANT_WINDOW_METRICS
     # N(0, 1) has 10% of |z| > 1.645; a t(2) sample's huge std leaves far fewer, and its deep minimum a low cv
     assert 0.07 < noise["outliers"] < 0.13 and row["heavy_tailed"]["outliers"] < 0.06
     assert row["heavy_tailed"]["cv"] < 0.1 < noise["cv"]
