@@ -7,20 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import typer
 
 from pipelines.adapt import ARTIFACT_KEY, adapt_command, build_config
-from training.io import save_pretrained
-from training.model import BackboneConfig, FactoSTBackbone
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    url = str(tmp_path_factory.mktemp("ckpt") / "backbone")
-    save_pretrained(FactoSTBackbone(BackboneConfig.from_size("minuscule")), url)
-    return url
 
 
 def test_build_config_parses_cli_options(tmp_path: Path) -> None:

@@ -21,19 +21,8 @@ from adaptation.harness import (
 )
 from adaptation.metrics import evaluate
 from adaptation.windows import SeriesArrays, evaluation_starts, make_windows, training_starts
-from training.io import save_pretrained
-from training.model import BackboneConfig, FactoSTBackbone
 
 LEVELS = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A freshly initialised minuscule backbone saved as a checkpoint (what the harness loads by URL)."""
-    torch.manual_seed(0)
-    url = str(tmp_path_factory.mktemp("ckpt") / "backbone")
-    save_pretrained(FactoSTBackbone(BackboneConfig.from_size("minuscule")), url)
-    return url
 
 
 def test_seasonal_naive_hand_computed() -> None:
