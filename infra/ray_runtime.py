@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 LOCAL_CPU_OVERSUBSCRIPTION = 2
 MIN_LOCAL_CPUS = 4
 LOCAL_ADDRESSES = ("", "local")
+REACH_TIMEOUT_S = 5.0  # an unreachable cluster address fails this fast instead of hanging in ray.init
 DEFAULT_S3_REGION = "us-east-1"
 
 
@@ -68,7 +70,11 @@ def ensure_ray(
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     common: dict[str, Any] = {"log_to_driver": log_to_driver, "runtime_env": runtime_env}
     if address is not None and address not in LOCAL_ADDRESSES:
-        ray.init(address=address, **common)
+        check_reachable(address)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
         started = False
     else:
         # An explicit "local" must not be overridden by a RAY_ADDRESS left in the environment.
@@ -90,6 +96,24 @@ def ensure_ray(
     log.info("ray %s: %s CPUs, %s GPUs", "started locally" if started else f"joined {address}", handle.num_cpus,
              handle.num_gpus)
     return handle
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Fail in seconds, naming the address, when a ``host:port`` cluster address does not answer.
+
+    ``auto`` (a cluster started on this machine) is left to Ray, which fails fast when none is running.
+    """
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"ray.address {address!r}: expected host:port, ray://host:port or 'auto'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
 
 
 def shutdown_ray(handle: RayHandle) -> None:
