@@ -30,26 +30,28 @@ non-finite values is a genuine linear-algebra failure: the kernel is redrawn fro
 deterministic sub-stream and the attempt is recorded in the row's attributes, as the reference redraws.
 
 Reproducibility: series ``i``, attempt ``a`` uses ``numpy.random.SeedSequence(seed, spawn_key=(i, a))`` for
-its kernel draw and its normals, and BLAS runs single-threaded in every process (parallelism comes from
-worker processes), so series ``i`` is bit-identical whatever ``workers`` or ``chunk_size``; published parts
-are cut by ``part_rows`` alone, so their bytes are identical too.
+its kernel draw and its normals, and BLAS runs single-threaded in every task (parallelism comes from Ray tasks,
+one per chunk, on whichever nodes the cluster has: :mod:`infra.stage_runtime`), so series ``i`` is
+bit-identical whatever ``workers``, ``chunk_size`` or the nodes; published parts are cut by ``part_rows``
+alone, so their bytes are identical too. The manifest's ``stats.ray_nodes`` says how many chunks each Ray
+node computed.
 
 Restartability: each chunk of ``chunk_size`` series is written atomically to
-``{out_root}/_work/kernelsynth/{version_id}/chunk-NNNNNN.parquet``; a killed run restarts from the chunks it
-has; the version is then assembled in index order through :class:`infra.versions.VersionWriter` and the work
-folder removed. ``freq`` is None by default: the periods are defined in samples on a unit grid (24 samples
-is "daily at hourly frequency" only if one reads it so), and the corpus mixes them, so no calendar is claimed.
+``{out_root}/_work/kernelsynth/{version_id}/chunk-NNNNNN.parquet`` (under the storage root, so every node of a
+cluster sees it: on S3 it is on S3); a chunk whose node died is recomputed elsewhere; a killed run restarts
+from the chunks it has; the version is then assembled in index order through
+:class:`infra.versions.VersionWriter` and the work folder removed. ``freq`` is None by default: the periods
+are defined in samples on a unit grid (24 samples is "daily at hourly frequency" only if one reads it so),
+and the corpus mixes them, so no calendar is claimed.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,6 +67,7 @@ from scipy.linalg import lapack, toeplitz
 from corpus.kernels import BaseKernel, KernelExpr, Op, kernel_bank
 from corpus.schema import CANONICAL_SCHEMA, content_hash
 from infra.fingerprint import code_version, stable_hash
+from infra.stage_runtime import StageRun, run_units
 from infra.storage import filesystem, join, write_bytes_atomic
 from infra.versions import DatasetVersion, VersionWriter, find_version
 
@@ -75,7 +78,7 @@ KERNELSYNTH_SCHEMA = CANONICAL_SCHEMA.append(pa.field("kernel", pa.string(), nul
 CHUNK_RANGE_KEY = b"kernelsynth.range"
 CHUNK_STATS_KEY = b"kernelsynth.stats"
 # Fields that change how the work is run, never what is written: left out of the version fingerprint.
-EXECUTION_FIELDS = frozenset({"workers", "chunk_size", "start_method"})
+EXECUTION_FIELDS = frozenset({"workers", "chunk_size"})
 
 
 class KernelSynthConfig(BaseModel):
@@ -88,9 +91,10 @@ class KernelSynthConfig(BaseModel):
     max_kernels: int = Field(5, ge=1, description="j is drawn uniformly from 1..max_kernels")
     product_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of '*' (else '+') per step")
     seed: int = Field(0, ge=0, description="root seed; series i uses SeedSequence(seed, spawn_key=(i, attempt))")
-    workers: int = Field(1, ge=1, description="processes; 1 runs in-process")
+    workers: int | None = Field(
+        None, ge=1, description="chunks computed at once (Ray tasks); None: as many as the Ray cluster has CPUs"
+    )
     chunk_size: int = Field(1000, ge=1, description="series per work unit (one resumable chunk file)")
-    start_method: Literal["spawn", "forkserver"] = Field("spawn", description="multiprocessing start method")
     part_rows: int = Field(16384, ge=1, description="rows per published Parquet part")
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = Field(
         "zstd", description="Parquet codec of the parts and chunk files"
@@ -447,38 +451,42 @@ def _progress(enabled: bool, total: int) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class ChunkUnit:
+    """One chunk as a unit of stage work: the config, which chunk, and where its file goes."""
+
+    cfg_data: dict[str, Any]
+    chunk: int
+    work_url: str
+    storage_options: dict[str, Any] | None
+
+
+def compute_chunk_unit(unit: ChunkUnit) -> dict[str, Any]:
+    return compute_chunk(unit.cfg_data, unit.chunk, unit.work_url, unit.storage_options)
+
+
 def _run_chunks(
     cfg: KernelSynthConfig,
     todo: list[int],
     work_url: str,
     storage_options: dict[str, Any] | None,
     on_done: Callable[[int, dict[str, Any]], None],
+    tally: StageRun[Any],
 ) -> None:
-    """Compute the missing chunks in-process (``workers == 1``) or on a process pool."""
+    """Compute the missing chunks as Ray tasks (at most ``cfg.workers`` at a time when it is set)."""
     cfg_data = cfg.model_dump(mode="json")
-    if cfg.workers == 1 or len(todo) <= 1:
-        for chunk in todo:
-            on_done(chunk, compute_chunk(cfg_data, chunk, work_url, storage_options))
-        return
-    context = multiprocessing.get_context(cfg.start_method)
-    pool = ProcessPoolExecutor(max_workers=min(cfg.workers, len(todo)), mp_context=context)
-    try:
-        pending: dict[Future[dict[str, Any]], int] = {
-            pool.submit(compute_chunk, cfg_data, chunk, work_url, storage_options): chunk for chunk in todo
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                chunk = pending.pop(future)
-                try:
-                    stats = future.result()
-                except Exception as exc:
-                    start, stop = chunk_bounds(cfg, chunk)
-                    raise RuntimeError(f"kernelsynth chunk {chunk} (series {start}..{stop - 1}) failed: {exc}") from exc
-                on_done(chunk, stats)
-    finally:
-        # On failure or interrupt: drop the queued chunks, let the running ones finish writing (bounded work).
-        pool.shutdown(wait=True, cancel_futures=True)
+    units = [ChunkUnit(cfg_data, chunk, work_url, storage_options) for chunk in todo]
+
+    def describe(_i: int, unit: ChunkUnit) -> str:
+        start, stop = chunk_bounds(cfg, unit.chunk)
+        return f"chunk {unit.chunk} (series {start}..{stop - 1})"
+
+    results = run_units(
+        compute_chunk_unit, units, stage="kernelsynth", describe=describe, max_in_flight=cfg.workers,
+        progress=False, tally=tally,
+    )
+    for unit, stats in zip(units, results, strict=False):
+        on_done(unit.chunk, stats)
 
 
 def version_id_for(cfg: KernelSynthConfig) -> str:
@@ -504,8 +512,8 @@ def synthesize(
     work_url = join(out_root, "_work", DATASET, version_id)
     fs, work_path = filesystem(work_url, storage_options)
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if cfg.workers > 1 and "memory" in protocols:
-        raise ValueError(f"{out_root}: memory:// is private to one process; use workers=1 with it")
+    if "memory" in protocols:
+        raise ValueError(f"{out_root}: memory:// is private to one process; chunks are written by Ray workers")
     fs.makedirs(work_path, exist_ok=True)
     n_chunks = -(-cfg.n_series // cfg.chunk_size)
     chunk_stats: dict[int, dict[str, Any]] = {}
@@ -527,7 +535,8 @@ def synthesize(
             if bar:
                 bar.advance(task, stats["series"])
 
-        _run_chunks(cfg, todo, work_url, storage_options, on_done)
+        tally: StageRun[Any] = StageRun("kernelsynth", len(todo))
+        _run_chunks(cfg, todo, work_url, storage_options, on_done, tally)
         assemble = bar.add_task("writing", total=cfg.n_series) if bar else None
         version = _assemble(
             cfg,
@@ -537,7 +546,7 @@ def synthesize(
             work_path,
             storage_options,
             chunk_stats,
-            len(todo),
+            tally,
             time.perf_counter() - t0,
             lambda n: bar.advance(assemble, n) if bar else None,
         )
@@ -559,7 +568,7 @@ def _assemble(
     work_path: str,
     storage_options: dict[str, Any] | None,
     chunk_stats: dict[int, dict[str, Any]],
-    computed: int,
+    tally: StageRun[Any],
     seconds: float,
     advance: Callable[[int], None],
 ) -> DatasetVersion:
@@ -598,8 +607,10 @@ def _assemble(
             "redraws": sum(s["redraws"] for s in chunk_stats.values()),
             "routes": dict(sorted(routes.items())),
             "chunks": len(chunk_stats),
-            "chunks_computed": computed,
-            "chunks_reused": len(chunk_stats) - computed,
+            "chunks_computed": tally.total,
+            "chunks_reused": len(chunk_stats) - tally.total,
+            "ray_nodes": tally.node_counts(),
+            "transient_retries": tally.transient_retries,
             "sample_cpu_seconds": round(sum(s["seconds"] for s in chunk_stats.values()), 3),
             "wall_seconds": round(seconds, 3),
         }

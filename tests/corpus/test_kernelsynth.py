@@ -28,6 +28,7 @@ from corpus.kernelsynth import (
     synthesize,
 )
 from corpus.schema import CANONICAL_SCHEMA, content_hash
+from infra.stage_runtime import StageWorkError
 from infra.versions import read_table
 
 DEFAULT_LENGTH = KernelSynthConfig().length
@@ -300,7 +301,7 @@ def test_rerun_returns_the_published_version_without_work(tmp_path: Path, monkey
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("a rerun must not compute or write")
 
-    monkeypatch.setattr(ks, "compute_chunk", no_work)
+    monkeypatch.setattr(ks, "run_units", no_work)
     monkeypatch.setattr(ks, "VersionWriter", no_work)
     again = synthesize(cfg.model_copy(update={"workers": 2}), str(tmp_path), progress=True)
     assert again.version_id == first.version_id and again.manifest == first.manifest
@@ -308,38 +309,24 @@ def test_rerun_returns_the_published_version_without_work(tmp_path: Path, monkey
     assert manifest.exists()
 
 
-def test_a_killed_run_resumes_from_its_chunks(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_run_resumes_from_its_chunks(tmp_path: Path) -> None:
     cfg = KernelSynthConfig(n_series=30, **SMALL)  # chunks of 7: 0..4
-    real = ks.compute_chunk
-    computed: list[int] = []
-
-    def dies_after_two(cfg_data, chunk, work_url, storage_options):
-        if len(computed) == 2:
-            raise KeyboardInterrupt  # the run is killed
-        computed.append(chunk)
-        return real(cfg_data, chunk, work_url, storage_options)
-
-    monkeypatch.setattr(ks, "compute_chunk", dies_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        synthesize(cfg, str(tmp_path / "resume"), progress=False)
     work = tmp_path / "resume" / "_work" / "kernelsynth" / ks.version_id_for(cfg)
+    work.mkdir(parents=True)
+    (work / "chunk-000002.parquet").mkdir()  # chunk 2 cannot be written: the stage fails on it
+    with pytest.raises(StageWorkError, match=r"kernelsynth: chunk 2 \(series 14..20\) failed: IsADirectoryError"):
+        synthesize(cfg, str(tmp_path / "resume"), progress=False)
+    (work / "chunk-000002.parquet").rmdir()
     kept = {p.name: p.stat().st_mtime_ns for p in work.glob("chunk-*.parquet")}
-    assert sorted(kept) == ["chunk-000000.parquet", "chunk-000001.parquet"]
+    assert "chunk-000002.parquet" not in kept and {"chunk-000000.parquet", "chunk-000001.parquet"} <= set(kept)
     assert not (tmp_path / "resume" / "kernelsynth" / ks.version_id_for(cfg) / "_manifest.json").exists()
 
-    resumed: list[int] = []
-
-    def records(cfg_data, chunk, work_url, storage_options):
-        assert {n: (work / n).stat().st_mtime_ns for n in kept} == kept  # reused, untouched
-        resumed.append(chunk)
-        return real(cfg_data, chunk, work_url, storage_options)
-
-    monkeypatch.setattr(ks, "compute_chunk", records)
     version = synthesize(cfg, str(tmp_path / "resume"), progress=False)
-    assert resumed == [2, 3, 4]
-    assert version.manifest["stats"]["chunks_reused"] == 2
-    monkeypatch.setattr(ks, "compute_chunk", real)
+    stats = version.manifest["stats"]
+    assert stats["chunks_reused"] == len(kept) and stats["chunks_computed"] == 5 - len(kept)
+    assert sum(stats["ray_nodes"].values()) == 5 - len(kept)
     fresh = synthesize(cfg, str(tmp_path / "fresh"), progress=False)
+    assert fresh.manifest["stats"]["chunks_computed"] == 5 and sum(fresh.manifest["stats"]["ray_nodes"].values()) == 5
     assert part_hashes(version) == part_hashes(fresh)
     assert read_table(version).equals(read_table(fresh))
 
@@ -354,13 +341,13 @@ def test_chunks_of_another_chunking_are_recomputed(tmp_path: Path) -> None:
     assert part_hashes(version) == part_hashes(fresh)
 
 
-def test_remote_filesystem_and_jitter(memory_root: str) -> None:
+def test_jitter_and_memory_filesystem_refused(tmp_path: Path, memory_root: str) -> None:
     cfg = KernelSynthConfig(n_series=9, jitter=0.5, **SMALL)
-    version = synthesize(cfg, memory_root, progress=False)
-    assert version.url.startswith("memory://") and version.num_rows == 9
+    version = synthesize(cfg, str(tmp_path), progress=False)
+    assert version.num_rows == 9
     assert version.manifest["stats"]["routes"]["jitter"] == 9
-    assert not fsspec.filesystem("memory").exists(f"{memory_root}/_work/kernelsynth/{version.version_id}")
     table = read_table(version)
     assert isinstance(table, pa.Table) and table["kernel"][0].as_py() == generate_series(cfg, 0).kernel
     with pytest.raises(ValueError, match="memory:// is private to one process"):
-        synthesize(cfg.model_copy(update={"workers": 2, "seed": 99}), memory_root, progress=False)
+        synthesize(cfg, memory_root, progress=False)
+    assert not fsspec.filesystem("memory").exists(f"{memory_root}/kernelsynth")
