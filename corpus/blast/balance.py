@@ -8,10 +8,11 @@ Two streaming passes over the inputs, so the corpus may be far larger than memor
    for a series that cannot be scored.
 2. **Project and plan** (in memory, on the compact arrays): UMAP on a uniform sample, cells, long-tail merge,
    and the complete sample plan: which samples are mixups, every balanced draw, mixup weights, window starts.
-3. **Write**: only the parts holding drawn series are read again; each drawn series is z-scored, cut to its
-   sample window and written at its draw's slot of a local spill file (positional writes: parallel-safe,
-   order-free). The spill is then read slot-range by slot-range, which is sample-id order, mixed where the
-   plan says so, and written as Parquet shards of exactly ``shard_rows`` samples.
+3. **Write**: only the parts holding drawn series are read again, one Ray task per part; each drawn series
+   is z-scored, cut to its sample window and written, bucketed by the output shard its draw belongs to, under
+   ``{out_root}/_work/training_corpus/{version}/shard-SSSSSS/from-TTTTTT.npz`` (on the storage root, so on a
+   cluster every node sees it). One Ray task per shard then gathers its buckets, mixes where the plan says so,
+   and returns the shard, written in sample-id order as Parquet parts of exactly ``shard_rows`` samples.
 
 Peak memory (main process): 24 B per scored series + ~24 B per draw for the plan, the distinct drawn
 series' ids, one quarantine row per unscoreable series, the UMAP fit on its sample (``umap_sample_share`` of
@@ -19,23 +20,20 @@ the vectors, at least ``umap_min_sample``; n_neighbors x sample for its graph) a
 distinct vectors, one output shard (``shard_rows x sample_length x 4`` B, held about three times while it is
 read, mixed and encoded), and the cached STL weights (< 256 MB; a few MB per series length). Per worker: one
 input row group's Arrow buffers plus one scoring batch. Nothing grows with the series' lengths or the
-corpus' values. The spill file needs ``draws x sample_length x 4`` B of local disk.
+corpus' values. The buckets need ``draws x sample_length x 4`` B on the storage root while the stage runs.
 
 Determinism: batches, tasks and every random stream are fixed by (inputs, config, seed), never by the worker
-count or completion order, and BLAS runs single-threaded, so a rerun writes byte-identical shards.
+count, the nodes or completion order, and BLAS runs single-threaded, so a rerun writes byte-identical shards
+wherever it runs. ``stats.ray_nodes`` counts the units (row groups, parts, shards) each Ray node completed.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import multiprocessing
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -62,7 +60,8 @@ from corpus.blast.sampling import (
 )
 from corpus.blast.vectors import encode, pack
 from infra.fingerprint import code_version, stable_hash
-from infra.storage import filesystem
+from infra.stage_runtime import StageRun, merge_node_counts, run_units
+from infra.storage import filesystem, join, write_bytes_atomic
 from infra.versions import DatasetVersion, VersionWriter, find_version, open_version
 
 log = logging.getLogger(__name__)
@@ -94,36 +93,6 @@ R = TypeVar("R")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-@contextmanager
-def _single_thread_blas() -> Iterator[None]:
-    """One BLAS thread: results do not depend on the thread count (and 2 cores are not oversubscribed)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
-
-
-def _worker_init() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-def _run(fn: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R]:
-    """Results of ``fn`` over ``tasks`` in task order, in ``workers`` spawned processes (inline for 1)."""
-    if workers <= 1 or len(tasks) <= 1:
-        with _single_thread_blas():
-            for t in tasks:
-                yield fn(t)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init)
-    try:
-        yield from ex.map(fn, tasks)
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)  # on an error, do not run the remaining tasks first
-
-
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[Iterable[T], int, str], Iterator[T]]]:
     from rich.progress import Progress
@@ -271,83 +240,109 @@ def _score_tasks(versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str,
     return tasks
 
 
-# --- pass 2: spill the drawn series' windows -------------------------------------------------------------
+# --- pass 2: the drawn series' windows, bucketed by output shard ---------------------------------------
 @dataclass(frozen=True)
 class _SpillTask:
+    index: int  # the task's number: its bucket files are named by it
     part_url: str
     storage_options: dict[str, Any]
     rows: np.ndarray  # sorted rows (within the part) of the drawn series
     slot_offsets: np.ndarray  # CSR into slots/starts per row
     slots: np.ndarray
     starts: np.ndarray
-    spill_path: str
+    slot_shards: np.ndarray  # the output shard of every slot
+    work_url: str
     sample_length: int
     offbyone: bool
 
 
+def bucket_url(work_url: str, shard: int, task: int) -> str:
+    """The file holding spill task ``task``'s windows for output shard ``shard`` (under the storage root)."""
+    return join(work_url, f"shard-{shard:06d}", f"from-{task:06d}.npz")
+
+
 def _spill_task(task: _SpillTask) -> list[str]:
-    """Write every slot's sample window of this part's drawn series into the spill; return their ids."""
+    """Cut every slot's sample window of this part's drawn series; write them bucketed by shard; return ids."""
     fs, path = filesystem(task.part_url, task.storage_options)
     ids: list[str] = []
-    row_bytes = task.sample_length * _FLOAT32_BYTES
-    fd = os.open(task.spill_path, os.O_WRONLY)
-    try:
-        with fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            bounds = np.cumsum(
-                [0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-            )
-            groups = sorted(set(np.searchsorted(bounds, task.rows, side="right") - 1))
-            pos = 0
-            for g in groups:
-                row = int(bounds[g])
-                for batch in pf.iter_batches(
-                    batch_size=1024, row_groups=[g], columns=["series_id", "target"]
-                ):
-                    end = row + batch.num_rows
-                    lo, hi = pos, int(np.searchsorted(task.rows, end))
-                    if hi > lo:
-                        values, offsets, _ = _targets(batch)
-                        sid = batch.column(0)
-                        for k in range(lo, hi):
-                            i = int(task.rows[k]) - row
-                            ids.append(sid[i].as_py())
-                            span = normalized_span(values[offsets[i] : offsets[i + 1]], task.offbyone)
-                            for s in range(task.slot_offsets[k], task.slot_offsets[k + 1]):
-                                sample = cut_sample(span, int(task.starts[s]), task.sample_length)
-                                os.pwrite(fd, sample.astype("<f4").tobytes(), int(task.slots[s]) * row_bytes)
-                    pos = hi
-                    row = end
-    finally:
-        os.close(fd)
+    samples = np.empty((len(task.slots), task.sample_length), dtype="<f4")
+    order = np.empty(len(task.slots), dtype=np.int64)  # position in ``samples`` of each CSR slot
+    with fs.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        bounds = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)])
+        groups = sorted(set(np.searchsorted(bounds, task.rows, side="right") - 1))
+        pos = filled = 0
+        for g in groups:
+            row = int(bounds[g])
+            for batch in pf.iter_batches(batch_size=1024, row_groups=[g], columns=["series_id", "target"]):
+                end = row + batch.num_rows
+                lo, hi = pos, int(np.searchsorted(task.rows, end))
+                if hi > lo:
+                    values, offsets, _ = _targets(batch)
+                    sid = batch.column(0)
+                    for k in range(lo, hi):
+                        i = int(task.rows[k]) - row
+                        ids.append(sid[i].as_py())
+                        span = normalized_span(values[offsets[i] : offsets[i + 1]], task.offbyone)
+                        for s in range(task.slot_offsets[k], task.slot_offsets[k + 1]):
+                            samples[filled] = cut_sample(span, int(task.starts[s]), task.sample_length)
+                            order[s] = filled
+                            filled += 1
+                pos = hi
+                row = end
     if len(ids) != len(task.rows):
         raise RuntimeError(f"{task.part_url}: expected {len(task.rows)} drawn rows, found {len(ids)}")
+    for shard in np.unique(task.slot_shards):
+        mine = np.flatnonzero(task.slot_shards == shard)
+        buf = io.BytesIO()
+        np.savez(buf, slots=task.slots[mine], values=samples[order[mine]])
+        sfs, spath = filesystem(bucket_url(task.work_url, int(shard), task.index), task.storage_options)
+        write_bytes_atomic(sfs, spath, buf.getvalue())
     return ids
 
 
 # --- pass 2b: shards -------------------------------------------------------------------------------------
-def _shard_table(
-    fd: int, plan: Any, s0: int, s1: int, cells: np.ndarray, slot_ids: pa.Array, sample_length: int
-) -> pa.Table:
-    a, b = int(plan.offsets[s0]), int(plan.offsets[s1])
-    row_bytes = sample_length * _FLOAT32_BYTES
-    raw = os.pread(fd, (b - a) * row_bytes, a * row_bytes)
-    block = np.frombuffer(raw, dtype="<f4").reshape(b - a, sample_length)
-    first = plan.offsets[s0:s1] - a
+@dataclass(frozen=True)
+class _ShardTask:
+    shard: int
+    s0: int
+    s1: int
+    offsets: np.ndarray  # plan.offsets[s0 : s1 + 1]
+    is_mixup: np.ndarray
+    slot_weight: np.ndarray  # weights of slots offsets[0]..offsets[-1]
+    grid: np.ndarray  # grid cell of every sample
+    slot_ids: list[str]  # source series id of every slot
+    spill_tasks: list[int]  # spill tasks that wrote a bucket for this shard
+    work_url: str
+    storage_options: dict[str, Any]
+    sample_length: int
+
+
+def _shard_task(task: _ShardTask) -> pa.Table:
+    """Gather one shard's windows from its buckets, mix where the plan says so, and build its table."""
+    a, b = int(task.offsets[0]), int(task.offsets[-1])
+    block = np.full((b - a, task.sample_length), np.nan, dtype="<f4")
+    seen = 0
+    for t in task.spill_tasks:
+        fs, path = filesystem(bucket_url(task.work_url, task.shard, t), task.storage_options)
+        with fs.open(path, "rb") as fh, np.load(io.BytesIO(fh.read())) as data:
+            block[data["slots"] - a] = data["values"]
+            seen += len(data["slots"])
+    if seen != b - a:
+        raise RuntimeError(f"shard {task.shard}: buckets hold {seen} windows, the plan has {b - a}")
+    first = task.offsets[:-1] - a
     values = block[first].copy()
-    is_mix = plan.is_mixup[s0:s1]
-    for r in np.flatnonzero(is_mix):
-        lo, hi = int(plan.offsets[s0 + r]), int(plan.offsets[s0 + r + 1])
-        values[r] = mixup(block[lo - a : hi - a], plan.slot_weight[lo:hi])
-    grid = np.where(is_mix, MIXUP_CELL, cells[plan.slot_series[plan.offsets[s0:s1]]]).astype(np.int32)
-    n = s1 - s0
-    list_offsets = pa.array((plan.offsets[s0 : s1 + 1] - a).astype(np.int32))
-    value_offsets = pa.array(np.arange(0, (n + 1) * sample_length, sample_length, dtype=np.int32))
+    for r in np.flatnonzero(task.is_mixup):
+        lo, hi = int(task.offsets[r]) - a, int(task.offsets[r + 1]) - a
+        values[r] = mixup(block[lo:hi], task.slot_weight[lo:hi])
+    n = task.s1 - task.s0
+    list_offsets = pa.array((task.offsets - a).astype(np.int32))
+    value_offsets = pa.array(np.arange(0, (n + 1) * task.sample_length, task.sample_length, dtype=np.int32))
     return pa.Table.from_arrays(
         [
-            pa.array(np.arange(s0, s1, dtype=np.int64)),
-            pa.ListArray.from_arrays(list_offsets, slot_ids),
-            pa.array(grid),
+            pa.array(np.arange(task.s0, task.s1, dtype=np.int64)),
+            pa.ListArray.from_arrays(list_offsets, pa.array(task.slot_ids, type=pa.string())),
+            pa.array(task.grid.astype(np.int32)),
             pa.ListArray.from_arrays(value_offsets, pa.array(values.reshape(-1))),
         ],
         schema=OUTPUT_SCHEMA,
@@ -355,6 +350,32 @@ def _shard_table(
 
 
 # --- the stage -------------------------------------------------------------------------------------------
+@dataclass
+class _Scores:
+    """Pass 1's compact result: a locator, the packed vector and the span length of every scored series."""
+
+    loc_input: np.ndarray
+    loc_part: np.ndarray
+    loc_row: np.ndarray
+    packed: np.ndarray
+    span_len: np.ndarray
+    quarantine: list[tuple[str, str, str, int]]  # (series_id, input part, reason, length)
+    n_rows: int
+    cpu_seconds: float
+    ray_nodes: dict[str, int]
+
+
+@dataclass
+class _Plan:
+    """Projection, merged cells and every sampling decision, all fixed by (scores, config, seed)."""
+
+    proj: Any
+    tail: Any
+    index: CellIndex
+    samples: Any
+    starts: np.ndarray
+
+
 def balance(
     corpus_urls: list[str],
     cfg: BlastConfig,
@@ -365,7 +386,8 @@ def balance(
     """Score, project, balance and write ``corpus_urls`` (canonical corpus versions) as a training corpus.
 
     Returns the published ``training_corpus`` version; one that already exists for the same inputs, config
-    and code is returned without any work.
+    and code is returned without any work. Both passes over the series run as Ray tasks
+    (:mod:`infra.stage_runtime`); the pass-2 buckets live under ``{out_root}/_work/training_corpus/``.
     """
     if not corpus_urls:
         raise ValueError("balance: no input corpus versions given")
@@ -379,182 +401,261 @@ def balance(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     with _progress(progress) as track:
-        # pass 1 ------------------------------------------------------------------------------------------
-        tasks = _score_tasks(versions, cfg, so)
-        loc_input, loc_part, loc_row, packed, span_len = [], [], [], [], []
-        quarantine: list[tuple[str, str, str, int]] = []
-        n_rows = 0
-        cpu = 0.0
-        for task, res in track(
-            zip(tasks, _run(_score_task, tasks, cfg.workers), strict=True), len(tasks), "score"
-        ):
-            k = len(res.rows)
-            loc_input.append(np.full(k, task.input_idx, np.int32))
-            loc_part.append(np.full(k, task.part_idx, np.int32))
-            loc_row.append(res.rows)
-            packed.append(res.packed)
-            span_len.append(res.span_len)
-            quarantine.extend((sid, task.part_url, reason, length) for sid, reason, length in res.quarantine)
-            n_rows += res.n_rows
-            cpu += res.cpu_seconds
-        li, lp, lr = _cat(loc_input, np.int32), _cat(loc_part, np.int32), _cat(loc_row, np.int64)
-        packed_all, span_all = _cat(packed, np.uint64), _cat(span_len, np.int64)
-        del loc_input, loc_part, loc_row, packed, span_len
+        scores = score_pass(versions, cfg, so, track)
         timings["score_s"] = time.perf_counter() - t_start
-        n_scored = len(packed_all)
-        if n_scored == 0:
-            reasons = Counter(r.split(":")[0] for _, _, r, _ in quarantine).most_common(3)
-            raise ValueError(
-                f"balance: no series of {corpus_urls} could be scored ({n_rows} rows; reasons {reasons})"
-            )
-
-        # projection and plan -----------------------------------------------------------------------------
         t0 = time.perf_counter()
-        proj = project(packed_all, cfg, np.random.default_rng([cfg.seed, _STREAM_UMAP_SAMPLE]))
+        plan = plan_pass(scores, cfg)
         timings["project_s"] = time.perf_counter() - t0
-        tail = longtail_merge(proj.cells, cfg.grid_size, cfg.longtail_threshold)
-        index = CellIndex.build(tail.cells)
-        plan = plan_samples(
-            index,
-            cfg.n_samples,
-            cfg.mixup_rate,
-            cfg.mixup_max_k,
-            cfg.mixup_alpha,
-            cfg.anneal,
-            np.random.default_rng([cfg.seed, _STREAM_MIXUP]),
-            np.random.default_rng([cfg.seed, _STREAM_DRAWS]),
+        work_url = join(out_root, "_work", DATASET, vid)
+        writer = VersionWriter(
+            out_root, DATASET, vid, OUTPUT_SCHEMA, storage_options=so, part_max_rows=cfg.shard_rows,
+            part_max_bytes=_NO_BYTE_LIMIT,
         )
-        starts = window_starts(
-            span_all[plan.slot_series], cfg.sample_length, np.random.default_rng([cfg.seed, _STREAM_WINDOWS])
-        )
-
-        # pass 2 ------------------------------------------------------------------------------------------
-        t0 = time.perf_counter()
-        spill_dir = tempfile.mkdtemp(prefix="blast-spill-", dir=cfg.spill_dir)
-        writer: VersionWriter | None = None
         try:
-            spill_path = os.path.join(spill_dir, "slots.f32")
-            with open(spill_path, "wb") as fh:
-                fh.truncate(plan.n_slots * cfg.sample_length * _FLOAT32_BYTES)
-            needed, needed_ids = _spill(plan, starts, li, lp, lr, versions, so, spill_path, cfg, track)
-            timings["spill_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            writer = VersionWriter(
-                out_root,
-                DATASET,
-                vid,
-                OUTPUT_SCHEMA,
-                storage_options=so,
-                part_max_rows=cfg.shard_rows,
-                part_max_bytes=_NO_BYTE_LIMIT,
-            )
-            fd = os.open(spill_path, os.O_RDONLY)
-            try:
-                shard_starts = list(range(0, cfg.n_samples, cfg.shard_rows))
-                for s0 in track(shard_starts, len(shard_starts), "write"):
-                    s1 = min(s0 + cfg.shard_rows, cfg.n_samples)
-                    a, b = int(plan.offsets[s0]), int(plan.offsets[s1])
-                    slot_ids = needed_ids.take(pa.array(np.searchsorted(needed, plan.slot_series[a:b])))
-                    writer.write(_shard_table(fd, plan, s0, s1, tail.cells, slot_ids, cfg.sample_length))
-            finally:
-                os.close(fd)
-            timings["write_s"] = time.perf_counter() - t0
-
-            # side table, plot, stats ---------------------------------------------------------------------
-            cells_n = cfg.grid_size * cfg.grid_size
-            before = np.bincount(proj.cells, minlength=cells_n)
-            after = np.bincount(proj.cells[plan.slot_series], minlength=cells_n)
-            h_before, h_after = entropy_bits(before), entropy_bits(after)
-            q = list(zip(*quarantine, strict=True)) if quarantine else [[], [], [], []]
-            writer.write_side_table(
-                "quarantine",
-                pa.Table.from_arrays(
-                    [pa.array(list(c), type=f.type) for c, f in zip(q, QUARANTINE_SCHEMA, strict=True)],
-                    schema=QUARANTINE_SCHEMA,
-                ),
-            )
-            writer.write_file(
-                "balance_map.png", balance_map_png(before, after, cfg.grid_size, h_before, h_after)
-            )
+            nodes = write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)
+            _write_report(writer, scores, plan, cfg)
             timings["total_s"] = time.perf_counter() - t_start
-            stats = {
-                "series_in": n_rows,
-                "series_scored": n_scored,
-                "series_quarantined": len(quarantine),
-                "quarantine_reasons": dict(Counter(r.split(":")[0] for _, _, r, _ in quarantine)),
-                "score_cpu_seconds": round(cpu, 3),
-                "series_per_cpu_second": round(n_rows / cpu, 2) if cpu > 0 else None,
-                "projection": proj.method,
-                "umap_sample_size": proj.sample_size,
-                "distinct_vectors": proj.n_distinct,
-                "cells_occupied_before": int((before > 0).sum()),
-                "cells_after_merge": len(index.cell_ids),
-                "longtail_minimal_prob": tail.minimal_prob,
-                "longtail_cropped_cells": tail.cropped_cells,
-                "catch_all_members": tail.catch_all_members,
-                "occupancy_entropy_before_bits": round(h_before, 6),
-                "occupancy_entropy_after_bits": round(h_after, 6),
-                "cells_drawn": int((after > 0).sum()),
-                "samples": cfg.n_samples,
-                "mixup_samples": int(plan.is_mixup.sum()),
-                "draws": plan.n_slots,
-                "distinct_series_drawn": len(needed),
-                "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            }
+            stats = _stats(scores, plan, cfg, timings, merge_node_counts(scores.ray_nodes, nodes))
             inputs = [{"url": v.url, "dataset": v.dataset, "version_id": v.version_id} for v in versions]
             return writer.commit(
-                config=cfg.fingerprint(),
-                inputs=inputs,
-                code_version=code_version("corpus", "infra"),
-                stats=stats,
+                config=cfg.fingerprint(), inputs=inputs, code_version=code_version("corpus", "infra"), stats=stats
             )
         except BaseException:
-            if writer is not None:
-                writer.abort()
+            writer.abort()
             raise
         finally:
-            shutil.rmtree(spill_dir, ignore_errors=True)
+            _remove_work(work_url, so)
 
 
-def _spill(
-    plan: Any,
-    starts: np.ndarray,
-    li: np.ndarray,
-    lp: np.ndarray,
-    lr: np.ndarray,
+def _remove_work(work_url: str, so: dict[str, Any]) -> None:
+    fs, path = filesystem(work_url, so)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def score_pass(
+    versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str, Any], track: Callable[..., Iterator[Any]]
+) -> _Scores:
+    """Pass 1: every row group scored as a Ray task; only 24 B per scored series come back."""
+    tasks = _score_tasks(versions, cfg, so)
+    tally: StageRun[Any] = StageRun("blast-score", len(tasks))
+    results = run_units(
+        _score_task, tasks, stage="blast-score", describe=lambda _i, t: f"{t.part_url} row group {t.row_group}",
+        max_in_flight=cfg.workers, progress=False, tally=tally,
+    )
+    loc_input, loc_part, loc_row, packed, span_len = [], [], [], [], []
+    quarantine: list[tuple[str, str, str, int]] = []
+    n_rows, cpu = 0, 0.0
+    for task, res in track(zip(tasks, results, strict=False), len(tasks), "score"):
+        k = len(res.rows)
+        loc_input.append(np.full(k, task.input_idx, np.int32))
+        loc_part.append(np.full(k, task.part_idx, np.int32))
+        loc_row.append(res.rows)
+        packed.append(res.packed)
+        span_len.append(res.span_len)
+        quarantine.extend((sid, task.part_url, reason, length) for sid, reason, length in res.quarantine)
+        n_rows += res.n_rows
+        cpu += res.cpu_seconds
+    scores = _Scores(
+        _cat(loc_input, np.int32), _cat(loc_part, np.int32), _cat(loc_row, np.int64), _cat(packed, np.uint64),
+        _cat(span_len, np.int64), quarantine, n_rows, cpu, tally.node_counts(),
+    )
+    if len(scores.packed) == 0:
+        reasons = Counter(r.split(":")[0] for _, _, r, _ in quarantine).most_common(3)
+        urls = [v.url for v in versions]
+        raise ValueError(f"balance: no series of {urls} could be scored ({n_rows} rows; reasons {reasons})")
+    return scores
+
+
+def plan_pass(scores: _Scores, cfg: BlastConfig) -> _Plan:
+    """Projection, grid, long-tail merge and the complete sample plan (in memory, on the compact arrays)."""
+    proj = project(scores.packed, cfg, np.random.default_rng([cfg.seed, _STREAM_UMAP_SAMPLE]))
+    tail = longtail_merge(proj.cells, cfg.grid_size, cfg.longtail_threshold)
+    index = CellIndex.build(tail.cells)
+    samples = plan_samples(
+        index,
+        cfg.n_samples,
+        cfg.mixup_rate,
+        cfg.mixup_max_k,
+        cfg.mixup_alpha,
+        cfg.anneal,
+        np.random.default_rng([cfg.seed, _STREAM_MIXUP]),
+        np.random.default_rng([cfg.seed, _STREAM_DRAWS]),
+    )
+    starts = window_starts(
+        scores.span_len[samples.slot_series], cfg.sample_length, np.random.default_rng([cfg.seed, _STREAM_WINDOWS])
+    )
+    return _Plan(proj, tail, index, samples, starts)
+
+
+def _shard_bounds(plan: _Plan, cfg: BlastConfig) -> np.ndarray:
+    """First slot of every output shard (and the total): a slot's shard is where it falls among these."""
+    first_samples = np.arange(0, cfg.n_samples, cfg.shard_rows)
+    return np.append(plan.samples.offsets[first_samples], plan.samples.n_slots)
+
+
+def write_pass(
+    plan: _Plan,
+    scores: _Scores,
+    versions: list[DatasetVersion],
+    cfg: BlastConfig,
+    so: dict[str, Any],
+    work_url: str,
+    writer: VersionWriter,
+    track: Callable[..., Iterator[Any]],
+    timings: dict[str, float],
+) -> dict[str, int]:
+    """Pass 2: cut the drawn windows into per-shard buckets, then mix and write the shards, all as Ray tasks."""
+    t0 = time.perf_counter()
+    shard_bounds = _shard_bounds(plan, cfg)
+    spill_tasks = _spill_tasks(plan, scores, versions, so, work_url, cfg, shard_bounds)
+    spill_tally: StageRun[Any] = StageRun("blast-samples", len(spill_tasks))
+    ids: list[str] = []
+    results = run_units(
+        _spill_task, spill_tasks, stage="blast-samples", describe=lambda _i, t: t.part_url,
+        max_in_flight=cfg.workers, progress=False, tally=spill_tally,
+    )
+    for res in track(results, len(spill_tasks), "samples"):
+        ids.extend(res)
+    needed = np.unique(plan.samples.slot_series)
+    needed_ids = pa.array(ids, type=pa.string())
+    timings["spill_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shard_tasks = _shard_tasks(plan, cfg, so, work_url, spill_tasks, shard_bounds, needed, needed_ids)
+    shard_tally: StageRun[Any] = StageRun("blast-shards", len(shard_tasks))
+    results = run_units(
+        _shard_task, shard_tasks, stage="blast-shards", describe=lambda _i, t: f"shard {t.shard}",
+        max_in_flight=cfg.workers or 2, progress=False, tally=shard_tally,
+    )
+    for table in track(results, len(shard_tasks), "write"):
+        writer.write(table)
+    timings["write_s"] = time.perf_counter() - t0
+    return merge_node_counts(spill_tally.node_counts(), shard_tally.node_counts())
+
+
+def _spill_tasks(
+    plan: _Plan,
+    scores: _Scores,
     versions: list[DatasetVersion],
     so: dict[str, Any],
-    spill_path: str,
+    work_url: str,
     cfg: BlastConfig,
-    track: Callable[[Iterable[T], int, str], Iterator[T]],
-) -> tuple[np.ndarray, pa.Array]:
-    """Pass 2: read only the parts holding drawn series; returns the drawn series (sorted) and their ids."""
-    order = np.argsort(plan.slot_series, kind="stable")
-    needed, counts = np.unique(plan.slot_series[order], return_counts=True)
+    shard_bounds: np.ndarray,
+) -> list[_SpillTask]:
+    """One task per input part holding drawn series, in (input, part) order."""
+    slot_series = plan.samples.slot_series
+    order = np.argsort(slot_series, kind="stable")
+    needed, counts = np.unique(slot_series[order], return_counts=True)
     slot_csr = np.concatenate([[0], np.cumsum(counts)])
-    key_input, key_part = li[needed], lp[needed]
+    key_input, key_part = scores.loc_input[needed], scores.loc_part[needed]
     breaks = np.flatnonzero((np.diff(key_input) != 0) | (np.diff(key_part) != 0)) + 1
-    groups = np.split(np.arange(len(needed)), breaks)
     tasks = []
-    for g in groups:
+    for g in np.split(np.arange(len(needed)), breaks):
         if g.size == 0:
             continue
         lo, hi = slot_csr[g[0]], slot_csr[g[-1] + 1]
         slots = order[lo:hi]
         tasks.append(
             _SpillTask(
+                len(tasks),
                 versions[int(key_input[g[0]])].part_urls[int(key_part[g[0]])],
                 so,
-                lr[needed[g]],
+                scores.loc_row[needed[g]],
                 slot_csr[g[0] : g[-1] + 2] - lo,
                 slots,
-                starts[slots],
-                spill_path,
+                plan.starts[slots],
+                np.searchsorted(shard_bounds, slots, side="right") - 1,
+                work_url,
                 cfg.sample_length,
                 cfg.reproduce_reference_offbyone,
             )
         )
-    ids: list[str] = []
-    for res in track(_run(_spill_task, tasks, cfg.workers), len(tasks), "samples"):
-        ids.extend(res)
-    return needed, pa.array(ids, type=pa.string())
+    return tasks
+
+
+def _shard_tasks(
+    plan: _Plan,
+    cfg: BlastConfig,
+    so: dict[str, Any],
+    work_url: str,
+    spill_tasks: list[_SpillTask],
+    shard_bounds: np.ndarray,
+    needed: np.ndarray,
+    needed_ids: pa.Array,
+) -> list[_ShardTask]:
+    """One task per output shard, naming the buckets that hold its windows."""
+    writers_of: dict[int, list[int]] = {}
+    for t in spill_tasks:
+        for shard in np.unique(t.slot_shards):
+            writers_of.setdefault(int(shard), []).append(t.index)
+    p = plan.samples
+    tasks = []
+    for shard, s0 in enumerate(range(0, cfg.n_samples, cfg.shard_rows)):
+        s1 = min(s0 + cfg.shard_rows, cfg.n_samples)
+        a, b = int(p.offsets[s0]), int(p.offsets[s1])
+        slot_ids = needed_ids.take(pa.array(np.searchsorted(needed, p.slot_series[a:b]))).to_pylist()
+        is_mix = p.is_mixup[s0:s1]
+        grid = np.where(is_mix, MIXUP_CELL, plan.tail.cells[p.slot_series[p.offsets[s0:s1]]])
+        tasks.append(
+            _ShardTask(
+                shard, s0, s1, p.offsets[s0 : s1 + 1], is_mix, p.slot_weight[a:b], grid, slot_ids,
+                writers_of.get(shard, []), work_url, so, cfg.sample_length,
+            )
+        )
+    return tasks
+
+
+def _write_report(writer: VersionWriter, scores: _Scores, plan: _Plan, cfg: BlastConfig) -> None:
+    """The quarantine side table and the balance map beside the shards."""
+    q = list(zip(*scores.quarantine, strict=True)) if scores.quarantine else [[], [], [], []]
+    writer.write_side_table(
+        "quarantine",
+        pa.Table.from_arrays(
+            [pa.array(list(c), type=f.type) for c, f in zip(q, QUARANTINE_SCHEMA, strict=True)],
+            schema=QUARANTINE_SCHEMA,
+        ),
+    )
+    before, after = _occupancy(plan, cfg)
+    writer.write_file(
+        "balance_map.png",
+        balance_map_png(before, after, cfg.grid_size, entropy_bits(before), entropy_bits(after)),
+    )
+
+
+def _occupancy(plan: _Plan, cfg: BlastConfig) -> tuple[np.ndarray, np.ndarray]:
+    cells_n = cfg.grid_size * cfg.grid_size
+    before = np.bincount(plan.proj.cells, minlength=cells_n)
+    after = np.bincount(plan.proj.cells[plan.samples.slot_series], minlength=cells_n)
+    return before, after
+
+
+def _stats(
+    scores: _Scores, plan: _Plan, cfg: BlastConfig, timings: dict[str, float], ray_nodes: dict[str, int]
+) -> dict[str, Any]:
+    before, after = _occupancy(plan, cfg)
+    q, cpu, n_rows = scores.quarantine, scores.cpu_seconds, scores.n_rows
+    return {
+        "series_in": n_rows,
+        "series_scored": len(scores.packed),
+        "series_quarantined": len(q),
+        "quarantine_reasons": dict(Counter(r.split(":")[0] for _, _, r, _ in q)),
+        "score_cpu_seconds": round(cpu, 3),
+        "series_per_cpu_second": round(n_rows / cpu, 2) if cpu > 0 else None,
+        "projection": plan.proj.method,
+        "umap_sample_size": plan.proj.sample_size,
+        "distinct_vectors": plan.proj.n_distinct,
+        "cells_occupied_before": int((before > 0).sum()),
+        "cells_after_merge": len(plan.index.cell_ids),
+        "longtail_minimal_prob": plan.tail.minimal_prob,
+        "longtail_cropped_cells": plan.tail.cropped_cells,
+        "catch_all_members": plan.tail.catch_all_members,
+        "occupancy_entropy_before_bits": round(entropy_bits(before), 6),
+        "occupancy_entropy_after_bits": round(entropy_bits(after), 6),
+        "cells_drawn": int((after > 0).sum()),
+        "samples": cfg.n_samples,
+        "mixup_samples": int(plan.samples.is_mixup.sum()),
+        "draws": plan.samples.n_slots,
+        "distinct_series_drawn": int(len(np.unique(plan.samples.slot_series))),
+        "ray_nodes": ray_nodes,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }

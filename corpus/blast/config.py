@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Fields that change how fast or where the stage runs, never what it writes: left out of the fingerprint.
-_RUNTIME_ONLY = {"workers", "spill_dir", "feature_batch_rows"}
+_RUNTIME_ONLY = {"workers", "feature_batch_rows"}
 _LIST_OFFSET_LIMIT = 2**31 - 1  # a list<float32> column of one shard must fit int32 offsets
 
 
@@ -57,13 +57,13 @@ class BlastConfig(BaseModel):
     )
     # execution
     seed: int = Field(0, ge=0)
-    workers: int = Field(
-        1, ge=1, description="processes for the two read passes (results do not depend on it)"
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="units of each pass run at once (Ray tasks); None: as many as the Ray cluster has CPUs "
+        "(results do not depend on it)",
     )
     shard_rows: int = Field(10_000, ge=1, description="samples per output Parquet part")
-    spill_dir: str | None = Field(
-        None, description="local folder for the pass-2 spill file (default: system temp)"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> BlastConfig:
