@@ -618,9 +618,11 @@ def run_adaptation(
     storage_options: dict[str, Any] | None = None,
     log: Logger | None = None,
     backbone: FactoSTBackbone | None = None,
+    write_table: bool = True,
 ) -> dict[str, Any]:
     """Run every (mode, horizon) of ``cfg`` and the baselines on ``benchmark``; write outputs under
-    ``out_dir/<benchmark>/<run>/`` and the benchmark's results table beside them.
+    ``out_dir/<benchmark>/<run>/`` and (``write_table``) the benchmark's results table beside them; a caller
+    that runs the modes as separate units writes the table once they are all done.
 
     ``backbone``: an already loaded checkpoint (it is copied, never modified); by default it is loaded from
     ``checkpoint_url``. Returns ``{"benchmark", "rows", "runs", "tables"}``: one flat row per run (the
@@ -633,7 +635,7 @@ def run_adaptation(
     for input_len, output_len in cfg.horizons_for(steps_per_day(benchmark.freq)):
         runner.run_horizon(input_len, output_len)
     rows = [result_row(run) for run in runner.runs]
-    tables = write_results_table(runner.bench_dir, rows, storage_options)
+    tables = write_results_table(runner.bench_dir, rows, storage_options) if write_table else {}
     return {"benchmark": benchmark.name, "rows": rows, "runs": runner.runs, "tables": tables}
 
 

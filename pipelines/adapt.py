@@ -1,8 +1,9 @@
-"""Prefect flow ``adapt``: one STA task per benchmark (``.map``), a failed benchmark never stops the others.
+"""Prefect flow ``adapt``: one STA Ray task per (benchmark, mode); a failed benchmark never stops the others.
 
-The flow only composes :func:`adaptation.harness.run_adaptation`; each task resolves its benchmark (by name
-under ``data_dir``, a synthetic preset, or a file path), runs its modes and baselines and returns the rows
-of the results table. The run folder is ``{out}/runs/adapt/{run_id}``: one sub-folder per benchmark and run,
+The flow only composes :func:`adaptation.fanout.adapt_benchmarks`; each unit resolves its benchmark (by name
+under ``data_dir``, a synthetic preset, or a file path), runs its mode with its baselines on the Ray the
+process is connected to and returns the rows of the results table. The run folder is
+``{out}/runs/adapt/{run_id}``: one sub-folder per benchmark and run,
 ``results.md`` / ``results.csv`` across benchmarks (failed benchmarks as ``status=failed`` rows with the
 reason) and ``run.json`` (checkpoint, benchmarks, config, code version). The results table is also a
 Prefect markdown artifact.
@@ -14,13 +15,11 @@ import datetime as dt
 from typing import Annotated, Any
 
 import typer
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from adaptation.config import ALL_MODES, AdaptConfig
-from adaptation.datasets import resolve_benchmark
-from adaptation.harness import run_adaptation
+from adaptation.fanout import adapt_benchmarks, ordered_rows
 from adaptation.outputs import results_markdown, write_json, write_results_table
 from infra.fingerprint import code_version, stable_hash
 from infra.storage import join
@@ -42,30 +41,11 @@ def new_run_id(checkpoint: str, benchmarks: list[str], cfg: AdaptConfig) -> str:
     return f"{stamp}-{what[:8]}"
 
 
-@task(name="adapt-benchmark")
-def adapt_benchmark_task(
-    benchmark: str,
-    checkpoint: str,
-    cfg: AdaptConfig,
-    run_dir: str,
-    data_dir: str | None,
-    storage_options: dict[str, Any] | None,
-) -> list[dict[str, Any]]:
-    """Load one benchmark and run every configured mode and baseline on it; returns its result rows."""
-    logger = get_run_logger()
-    dataset = resolve_benchmark(benchmark, data_dir, storage_options=storage_options)
-    logger.info(
-        "%s: %d steps x %d nodes at %s", dataset.name, dataset.num_steps, dataset.num_nodes, dataset.freq
-    )
-    result = run_adaptation(checkpoint, dataset, cfg, run_dir, storage_options, log=logger.info)
-    return result["rows"]
-
-
-def _failure_row(benchmark: str, error: str) -> dict[str, Any]:
+def _failure_row(benchmark: str, error: str, mode: str = "-") -> dict[str, Any]:
     return {
         "benchmark": benchmark,
         "method": "-",
-        "mode": "-",
+        "mode": mode,
         "horizon": "-",
         "status": "failed",
         "error": error.strip().splitlines()[-1][:300] if error.strip() else "failed",
@@ -81,8 +61,10 @@ def adapt_flow(
     run_id: str | None = None,
     data_dir: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    parallel: int | None = 1,
 ) -> dict[str, Any]:
-    """Adapt ``checkpoint`` to every benchmark; returns the run folder, table URLs, rows and failures."""
+    """Adapt ``checkpoint`` to every benchmark, one Ray task per (benchmark, mode); returns the run folder,
+    table URLs, rows, failures and the units each Ray node ran."""
     if not benchmarks:
         raise ValueError("no benchmarks given")
     run_id = run_id or new_run_id(checkpoint, benchmarks, cfg)
@@ -99,46 +81,37 @@ def adapt_flow(
         },
         storage_options,
     )
-    futures = adapt_benchmark_task.map(
-        benchmarks,
-        checkpoint=unmapped(checkpoint),
-        cfg=unmapped(cfg),
-        run_dir=unmapped(run_dir),
-        data_dir=unmapped(data_dir),
-        storage_options=unmapped(storage_options),
+    results, ray_nodes = adapt_benchmarks(
+        benchmarks, cfg, checkpoint, run_dir, data_dir, storage_options, max_in_flight=parallel
     )
-    rows: list[dict[str, Any]] = []
+    rows = ordered_rows(results, cfg)
+    for bench in dict.fromkeys(str(r["benchmark"]) for r in rows):
+        write_results_table(join(run_dir, bench), [r for r in rows if r["benchmark"] == bench], storage_options)
     failures: dict[str, str] = {}
-    for name, future in zip(benchmarks, futures, strict=True):
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            rows.extend(future.result())
-            continue
-        outcome = future.result(raise_on_failure=False)
-        reason = (
-            f"{type(outcome).__name__}: {outcome}"
-            if isinstance(outcome, BaseException)
-            else str(state.message)
-        )
-        failures[name] = reason
-        rows.append(_failure_row(name, reason))
-        print(f"benchmark {name} failed: {reason}")
+    for res in results:
+        if res.error is not None:
+            key = res.benchmark if res.benchmark not in failures else f"{res.benchmark} ({res.mode})"
+            failures[key] = res.error
+            rows.append(_failure_row(res.benchmark, res.error, res.mode))
+            print(f"benchmark {res.benchmark} ({res.mode}) failed: {res.error}")
     tables = write_results_table(run_dir, rows, storage_options)
     create_markdown_artifact(
         key=ARTIFACT_KEY,
         markdown=f"# STA results, run {run_id}\n\n" + results_markdown(rows),
         description=f"STA adaptation results of run {run_id}",
     )
-    return {"run_id": run_id, "run_dir": run_dir, "tables": tables, "rows": rows, "failures": failures}
+    return {
+        "run_id": run_id, "run_dir": run_dir, "tables": tables, "rows": rows, "failures": failures,
+        "ray_nodes": ray_nodes,
+    }
 
 
-def run_adapt_flow(parallel: int = 1, **kwargs: Any) -> dict[str, Any]:
-    """``adapt_flow`` with at most ``parallel`` benchmarks at a time (1 keeps the timings clean)."""
-    if parallel < 1:
+def run_adapt_flow(parallel: int | None = 1, **kwargs: Any) -> dict[str, Any]:
+    """``adapt_flow`` with at most ``parallel`` (benchmark, mode) units at a time (None: as Ray schedules them;
+    1 keeps the timings clean)."""
+    if parallel is not None and parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
-    runner = adapt_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=parallel))
-    return runner(**kwargs)
+    return adapt_flow(parallel=parallel, **kwargs)
 
 
 def build_config(

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from infra.fingerprint import file_fingerprint
+from infra.ray_runtime import ensure_ray
 from infra.storage import filesystem, join, to_url, write_bytes_atomic
 from infra.versions import list_versions, open_version
 from pipelines.adapt import run_adapt_flow
@@ -93,6 +94,7 @@ def pretrain_then_adapt_flow(
         update = {k: v for k, v in {"data_dir": data_dir, "names": benchmarks}.items() if v}
         prof = prof.model_copy(update={"benchmarks": prof.benchmarks.model_copy(update=update)})
     root, options = prof.storage.root, prof.storage.options
+    ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus)  # corpus, pretraining and STA share the profile's Ray
     log = get_run_logger()
     run_id = run_id or new_run_id()
     started = time.time()

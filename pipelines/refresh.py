@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from corpus.blast.balance import balance
 from corpus.blast.config import BlastConfig
 from corpus.kernelsynth import KernelSynthConfig, synthesize
+from infra.ray_runtime import ensure_ray
 from infra.versions import DatasetVersion
 from pipelines.ingest import ingest_task_for, retry_if_transient
 from pipelines.profile import Profile, as_profile, with_absolute_root
@@ -31,7 +32,15 @@ def version_summary(stage: str, version: DatasetVersion, started: float) -> dict
         "bytes": version.manifest["bytes"],
         "reused": version.manifest["created_unix"] < started,
         "version": version.url,
+        "ray_nodes": version.manifest["stats"].get("ray_nodes", {}),
     }
+
+
+def nodes_cell(ray_nodes: dict[str, int]) -> str:
+    """``3 nodes: 1a2b3c4d 12, ...``: short node ids with the units each completed (for tables)."""
+    if not ray_nodes:
+        return "-"
+    return f"{len(ray_nodes)} node(s): " + ", ".join(f"{n[:8]} {c}" for n, c in ray_nodes.items())
 
 
 @task(name="synthesize", retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=retry_if_transient)
@@ -49,12 +58,16 @@ def balance_task(
 
 def refresh_markdown(sources: list[dict[str, Any]], synth: dict[str, Any], corpus: dict[str, Any]) -> str:
     reused = [s["source"] for s in sources if s["reused"]] + [r["stage"] for r in (synth, corpus) if r["reused"]]
+    work = [{"stage": s.get("source", ""), "ray nodes (units)": nodes_cell(s.get("ray_nodes", {}))} for s in sources]
+    work += [{"stage": r["stage"], "ray nodes (units)": nodes_cell(r["ray_nodes"])} for r in (synth, corpus)]
     made = "reused (nothing changed)" if corpus["reused"] else "published"
     return (
         "# Corpus refresh\n\n## Sources\n\n"
         + markdown_table(sources, ["source", "series", "points", "quarantined", "duplicates", "bytes", "reused"])
         + "\n## Synthesis and balancing\n\n"
         + markdown_table([synth, corpus], ["stage", "rows", "bytes", "reused", "version"])
+        + "\n## Where the work ran\n\n"
+        + markdown_table(work, ["stage", "ray nodes (units)"])
         + f"\n**Training corpus {made}:** `{corpus['version']}`\n\n"
         + f"Reused without work: {', '.join(reused) or 'nothing'}\n"
     )
@@ -65,6 +78,7 @@ def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, A
     """Refresh the corpus of ``profile``; returns per-source rows, the synthesis and the training corpus."""
     prof = with_absolute_root(as_profile(profile, overrides))
     root, options = prof.storage.root, prof.storage.options
+    ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus)  # every stage's units run on the profile's Ray
     started = time.time()
     log = get_run_logger()
     source_futures = ingest_task_for(prof.ingest).map(
