@@ -11,7 +11,8 @@ Per (benchmark, method, mode, horizon) folder:
   test split would be gigabytes).
 - ``forecast.png``: context, target, median and the 80% / 98% bands for a few nodes of one test window.
 
-At a run (or benchmark) folder: ``results.md`` and ``results.csv``, one row per run.
+At a run (or benchmark) folder: ``results.md`` and ``results.csv``, one row per run; a value that does not apply
+(e.g. the validation loss of seasonal naive) is ``-`` in the markdown and empty in the CSV, never ``nan``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from adaptation.windows import SeriesArrays
 from infra.storage import filesystem, join, write_bytes_atomic
+from pipelines.reporting import json_safe, markdown_table
 
 RESULT_COLUMNS = (
     "benchmark",
@@ -53,24 +54,9 @@ BANDS = ((0.01, 0.99, 0.18), (0.1, 0.9, 0.35))  # (low level, high level, fill a
 PLOT_DPI = 100
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars and arrays -> Python values."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None) -> str:
     fs, path = filesystem(url, storage_options)
-    write_bytes_atomic(fs, path, json.dumps(_clean(obj), indent=2, sort_keys=True, allow_nan=False).encode())
+    write_bytes_atomic(fs, path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False).encode())
     return url
 
 
@@ -171,24 +157,11 @@ def write_run_outputs(
     return paths
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "nan" if not math.isfinite(value) else f"{value:.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return str(value).replace("|", "/").replace("\n", " ")
-
-
 def results_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = RESULT_COLUMNS) -> str:
     """A markdown table of ``rows`` (MAPE as a fraction, times in seconds)."""
     if not rows:
         return "_(no results)_\n"
-    cols = [c for c in columns if any(c in r for r in rows)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, [c for c in columns if any(c in r for r in rows)])
 
 
 def write_results_table(
@@ -202,7 +175,7 @@ def write_results_table(
     writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: ("" if v is None else v) for k, v in json_safe(dict(row)).items()})
     _, csv_path = filesystem(csv_url, storage_options)
     write_bytes_atomic(fs, csv_path, buffer.getvalue().encode())
     return {"markdown": md_url, "csv": csv_url}

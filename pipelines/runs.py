@@ -69,14 +69,64 @@ def list_runs(root: str, storage_options: dict[str, Any] | None = None) -> list[
     return runs
 
 
+BASELINE_METRICS = ("mae", "rmse", "crps")
+OUR_METHOD = "factost"
+
+
+def _ok(row: dict[str, Any]) -> bool:
+    return row.get("status", "ok") == "ok"
+
+
+def best_baseline(rows: list[dict[str, Any]], benchmark: str, horizon: str) -> dict[str, Any] | None:
+    """The baseline row (any method but ours) with the lowest MAE on ``benchmark`` at ``horizon``."""
+    candidates = [r for r in rows if _ok(r) and r.get("method") != OUR_METHOD and r.get("benchmark") == benchmark
+                  and r.get("horizon") == horizon and isinstance(r.get("mae"), (int, float))]
+    return min(candidates, key=lambda r: r["mae"]) if candidates else None
+
+
+def headline_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our method's MAE/RMSE/CRPS per benchmark, horizon and mode, each with the best baseline beside it."""
+    lines = []
+    for row in rows:
+        if row.get("method") != OUR_METHOD or not _ok(row):
+            continue
+        line = {k: row.get(k) for k in ("benchmark", "horizon", "mode", *BASELINE_METRICS)}
+        base = best_baseline(rows, row["benchmark"], row["horizon"])
+        line["baseline"] = None if base is None else {
+            "method": base["method"], "mode": base.get("mode"), **{k: base.get(k) for k in BASELINE_METRICS}}
+        lines.append(line)
+    return lines
+
+
 def headline(run: dict[str, Any]) -> dict[str, Any]:
-    """One row per run for `factost runs`: status and the first benchmark's main metrics."""
-    row: dict[str, Any] = {"run_id": run["run_id"], "kind": run.get("kind", "?"), "status": run.get("status", "?"),
-                           "started": run.get("started_at", "")[:19]}
-    results = run.get("results") or []
-    ours = [r for r in results if r.get("model") == "factost" and r.get("status", "ok") == "ok"]
-    if ours:
-        first = ours[0]
-        row.update({"benchmark": first.get("benchmark"), "mode": first.get("mode"),
-                    "mae": first.get("mae"), "rmse": first.get("rmse"), "crps": first.get("crps")})
-    return row
+    """A run for `factost runs`: id, kind, status, start, duration, failures and its headline metrics."""
+    rows = run.get("results") or []
+    return {
+        "run_id": run["run_id"],
+        "kind": run.get("kind", "?"),
+        "status": run.get("status", "?"),
+        "started": run.get("started_at", ""),
+        "duration_s": run.get("duration_s"),
+        "failed": sorted({str(r.get("benchmark")) for r in rows if not _ok(r)}),
+        "metrics": headline_metrics(rows),
+        "report": run.get("report"),
+        "error": run.get("error"),
+    }
+
+
+def headline_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The headlines flattened for a console table: one line per run and (benchmark, horizon, mode)."""
+    table = []
+    for run in runs:
+        base = {"run_id": run["run_id"], "status": run["status"], "started": run["started"][:19],
+                "duration_s": run["duration_s"]}
+        if not run["metrics"]:
+            table.append({**base, "benchmark": run["error"] or "-"})
+        for m in run["metrics"]:
+            b = m["baseline"] or {}
+            table.append({**base, "benchmark": m["benchmark"], "horizon": m["horizon"], "mode": m["mode"],
+                          **{k: m[k] for k in BASELINE_METRICS},
+                          "best baseline": f"{b['method']} {b['mode']}".replace(" -", "") if b else None,
+                          **{f"baseline {k}": b.get(k) for k in BASELINE_METRICS}})
+            base = {"run_id": "", "status": "", "started": "", "duration_s": None}
+    return table

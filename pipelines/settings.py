@@ -1,0 +1,120 @@
+"""``--set section.key=value`` overrides: the one way every command changes a profile setting.
+
+Why one mechanism: the profile is one typed model (``pipelines.profile.Profile``); an override is a dotted path
+into it and a YAML-typed value, validated by the same pydantic models as the YAML file, so ``--set
+pretrain.steps=20`` and ``pretrain: {steps: 20}`` in a profile are the same thing. A command's convenience
+flags (``--steps``, ``--out``) are only shorthands for dotted paths and go through here too.
+
+Errors say which pair is wrong and why, in one line: a malformed pair, an unknown key (with the keys that
+section has), or a value of the wrong type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+# A setting's path: "pretrain.steps", or a tuple when a part holds dots itself (a benchmark file's name).
+Key = str | tuple[str, ...]
+
+
+class OverrideError(ValueError):
+    """An override that is malformed, names no setting, or has a value its setting rejects."""
+
+
+def parse_value(text: str) -> Any:
+    """YAML typing (``3`` -> int, ``[a, b]`` -> list, ``null`` -> None); an empty value is the empty string."""
+    import yaml
+
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_pairs(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["pretrain.steps=3"]`` -> ``{"pretrain.steps": 3}`` (dotted keys kept flat, later pairs win)."""
+    flat: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise OverrideError(f"{pair!r}: expected section.key=value, e.g. pretrain.steps=20")
+        flat[key] = parse_value(value.strip())
+    return flat
+
+
+def parts(key: Key) -> tuple[str, ...]:
+    return tuple(key.split(".")) if isinstance(key, str) else key
+
+
+def label(key: Key) -> str:
+    return ".".join(parts(key))
+
+
+def nest(flat: Mapping[Key, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = parts(key)
+        node = nested
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise OverrideError(f"{label(key)}: {part} is set to a value and used as a section at once")
+            node = child
+        node[leaf] = value
+    return nested
+
+
+def check_keys(model: type[BaseModel], flat: Mapping[Key, Any]) -> None:
+    """Every dotted key must name a field of ``model`` (descending into nested models; dict fields take any key)."""
+    for key in flat:
+        current: Any = model
+        walked: list[str] = []
+        for part in parts(key):
+            if not (isinstance(current, type) and issubclass(current, BaseModel)):
+                break  # a dict-valued field (storage.options, source.options): any key is allowed
+            fields = current.model_fields
+            if part not in fields:
+                where = ".".join(walked) or "the profile"
+                raise OverrideError(f"{label(key)}: unknown key {part!r} ({where} has: {', '.join(sorted(fields))})")
+            walked.append(part)
+            current = _model_of(fields[part].annotation)
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation (``X``, ``X | None``), else the annotation itself."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def apply_overrides(base: BaseModel, flat: Mapping[Key, Any]) -> Any:
+    """``base`` with the dotted overrides applied and validated; raises :class:`OverrideError` naming the key."""
+    from infra.config import deep_merge
+
+    if not flat:
+        return base
+    model = type(base)
+    check_keys(model, flat)
+    data = deep_merge(base.model_dump(mode="json"), nest(flat))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            given = next((k for k in flat if loc[: len(parts(k))] == parts(k)), None)
+            shown = f"{label(given)}={flat[given]!r}" if given is not None else ".".join(loc)
+            problems.append(f"{shown}: {err['msg']}")
+        raise OverrideError("; ".join(problems)) from None
