@@ -73,6 +73,20 @@ def refresh_markdown(sources: list[dict[str, Any]], synth: dict[str, Any], corpu
     )
 
 
+class SourcesFailed(RuntimeError):
+    """Some sources could not be ingested: the others were, and nothing was balanced."""
+
+
+def _sources_or_raise(sources: list[Any], futures: list[Any]) -> list[dict[str, Any]]:
+    """Every source's summary once all have finished; a failed one fails the refresh naming each that failed."""
+    outcomes = [f.result(raise_on_failure=False) for f in futures]
+    failed = [f"{s.name}: {type(o).__name__}: {(str(o).strip().splitlines() or [''])[0]}"
+              for s, o in zip(sources, outcomes, strict=True) if isinstance(o, BaseException)]
+    if failed:
+        raise SourcesFailed(f"{len(failed)} of {len(sources)} source(s) failed, nothing balanced: " + "; ".join(failed))
+    return outcomes
+
+
 @flow(name="corpus-refresh", log_prints=True)
 def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Refresh the corpus of ``profile``; returns per-source rows, the synthesis and the training corpus."""
@@ -85,7 +99,7 @@ def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, A
         prof.ingest.sources, cfg=unmapped(prof.ingest), root=unmapped(root), storage_options=unmapped(options)
     )
     synth_future = synthesize_task.submit(prof.synth, root, options, started)
-    sources = [f.result() for f in source_futures]  # raises if a source failed: nothing is balanced then
+    sources = _sources_or_raise(prof.ingest.sources, source_futures)  # every source finishes first
     synth = synth_future.result()
     corpus_urls = [s["version"] for s in sources] + [synth["version"]]
     corpus = balance_task(corpus_urls, prof.balance, root, options, started)
