@@ -87,6 +87,9 @@ def unit_resources(cfg: AdaptConfig) -> WorkResources:
     """A GPU per unit when the config asks for CUDA (or 'auto' on a cluster that has GPUs)."""
     import ray
 
+    from infra.ray_runtime import ensure_ray
+
+    ensure_ray()
     wants_gpu = cfg.device.startswith("cuda") or (
         cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
     )
