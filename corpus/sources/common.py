@@ -19,6 +19,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from corpus.errors import MalformedInputError
+from corpus.sources.registry import IngestUnit
 from infra.storage import COMPRESSION_BY_SUFFIX, filesystem, inner_name, open_input, to_url
 
 COMPRESSED_SUFFIXES: tuple[str, ...] = (*COMPRESSION_BY_SUFFIX, ".zip")
@@ -159,3 +160,143 @@ def open_text(url: str, storage_options: dict[str, Any], encoding: str) -> Itera
             yield text
         finally:
             text.detach()
+
+
+@contextmanager
+def open_text_range(
+    url: str, storage_options: dict[str, Any], encoding: str, start: int, stop: int | None
+) -> Iterator[IO[str]]:
+    """A text stream over bytes ``[start, stop)`` of an uncompressed input, decoded like ``open_text``."""
+    fs, path = filesystem(url, storage_options)
+    with fs.open(path, "rb") as raw:
+        raw.seek(start)
+        window = io.BufferedReader(_ByteWindow(raw, None if stop is None else stop - start), RANGE_BUFFER_BYTES)
+        text = io.TextIOWrapper(window, encoding=encoding, newline="")
+        try:
+            yield text
+        finally:
+            text.detach()
+
+
+RANGE_BUFFER_BYTES = 1 << 20
+
+
+class _ByteWindow(io.RawIOBase):
+    """At most ``limit`` bytes of a binary stream (all of it when ``limit`` is None), as a raw stream."""
+
+    def __init__(self, raw: IO[bytes], limit: int | None) -> None:
+        self._raw, self._left = raw, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer) if self._left is None else min(len(buffer), self._left)
+        data = self._raw.read(want) if want else b""
+        buffer[: len(data)] = data
+        if self._left is not None:
+            self._left -= len(data)
+        return len(data)
+
+
+def file_units(urls: Sequence[str]) -> list[IngestUnit]:
+    """One work unit per file, each with its item-id prefix (computed over the whole list, as ``read`` does)."""
+    prefixes = item_prefixes(urls)
+    return [IngestUnit(files=(url,), prefix=prefixes[url]) for url in urls]
+
+
+def ascii_compatible(encoding: str) -> bool:
+    """Whether newlines, quotes and separators are the same single bytes in ``encoding`` as in ASCII.
+
+    Only then can a file be cut at newline bytes and each piece decoded on its own (not UTF-16, not a BOM codec).
+    """
+    probe = "\n\r\",:#@ azAZ09"
+    try:
+        return probe.encode(encoding) == probe.encode("ascii")
+    except LookupError:
+        return False
+
+
+def splittable(url: str, storage_options: dict[str, Any], encoding: str, chunk_bytes: int | None) -> bool:
+    """A text input worth cutting into byte ranges: uncompressed, ASCII-compatible and larger than one chunk."""
+    if chunk_bytes is None or url.lower().endswith(COMPRESSED_SUFFIXES) or not ascii_compatible(encoding):
+        return False
+    fs, path = filesystem(url, storage_options)
+    return int(fs.size(path)) > chunk_bytes
+
+
+def line_chunks(
+    url: str, storage_options: dict[str, Any], skip_lines: int, chunk_bytes: int, quote: bytes | None = None
+) -> list[tuple[int, int | None, int]] | None:
+    """``(start, stop, lines before start)`` byte ranges of about ``chunk_bytes`` after the first ``skip_lines``.
+
+    Every range starts right after a newline, so each line is read by exactly one range; with ``quote`` a
+    newline inside a quoted csv field (odd number of quotes since the data start, RFC 4180 doubling) is not a
+    cut. One sequential pass counting bytes (``bytes.count``/``find``, no parsing) gives exact line numbers.
+    None when the file cannot be cut this way: a lone ``\\r`` line end (text mode would count it as a line) or
+    fewer than ``skip_lines`` lines.
+    """
+    fs, path = filesystem(url, storage_options)
+    scan = _LineScan(skip_lines, chunk_bytes, quote)
+    with fs.open(path, "rb") as fh:
+        while block := fh.read(SCAN_BLOCK_BYTES):
+            if not scan.feed(block):
+                return None
+    if scan.want is None:
+        return None
+    cuts = [c for c in scan.cuts if c[0] < scan.offset] or scan.cuts[:1]  # no empty range at the very end
+    return [(start, cuts[k + 1][0] if k + 1 < len(cuts) else None, lines) for k, (start, lines) in enumerate(cuts)]
+
+
+SCAN_BLOCK_BYTES = 16 << 20
+
+
+class _LineScan:
+    """The state of ``line_chunks`` between blocks: lines and quotes counted so far, the cuts found."""
+
+    def __init__(self, skip_lines: int, chunk_bytes: int, quote: bytes | None) -> None:
+        self.skip_lines, self.chunk_bytes, self.quote = skip_lines, chunk_bytes, quote
+        self.offset = self.lines = self.quotes = 0
+        self.want: int | None = None  # a cut may follow the first (unquoted) newline at or after want - 1
+        self.cuts: list[tuple[int, int]] = []
+        self.pending_cr = False
+        if skip_lines == 0:
+            self._cut(0)
+
+    def _cut(self, at: int) -> None:
+        self.cuts.append((at, self.lines))
+        self.want = at + self.chunk_bytes
+
+    def _count(self, block: bytes, start: int, end: int) -> None:
+        self.lines += block.count(b"\n", start, end)
+        if self.quote is not None and self.want is not None:
+            self.quotes += block.count(self.quote, start, end)
+
+    def feed(self, block: bytes) -> bool:
+        """Count one block; False when the file has a lone ``\\r`` line end."""
+        lone_cr = block.count(b"\r") - block.count(b"\r\n") - block.endswith(b"\r")
+        if (self.pending_cr and not block.startswith(b"\n")) or lone_cr > 0:
+            return False
+        self.pending_cr = block.endswith(b"\r")
+        pos = 0
+        while self.want is None:  # still in the header
+            nl = block.find(b"\n", pos)
+            if nl < 0:
+                break
+            self._count(block, pos, nl + 1)
+            pos = nl + 1
+            if self.lines == self.skip_lines:
+                self._cut(self.offset + pos)
+        while self.want is not None:
+            nl = block.find(b"\n", max(self.want - 1 - self.offset, pos))
+            if nl < 0:
+                break
+            self._count(block, pos, nl + 1)
+            pos = nl + 1
+            if self.quotes % 2:  # inside a quoted field: look at the next newline
+                self.want = self.offset + pos + 1
+            else:
+                self._cut(self.offset + pos)
+        self._count(block, pos, len(block))
+        self.offset += len(block)
+        return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
 from corpus.sources.common import expand_inputs, normalize_freq
-from corpus.sources.registry import register
+from corpus.sources.registry import IngestUnit, register_units
 from infra.storage import filesystem, inner_name, is_local, open_input, to_url
 
 ARROW_FILE_MAGIC = b"ARROW1"
@@ -42,13 +43,44 @@ class LotsaOptions(BaseModel):
     batch_size: int = Field(1024, ge=1, description="rows per record batch when reading parquet")
 
 
-@register("lotsa", LotsaOptions)
-def read(paths: list[str], options: LotsaOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
-    """LOTSA / HF save_to_disk arrow shards or parquet: one series per row (per variate when multivariate)."""
-    override = normalize_freq(options.freq) if options.freq else None
+def plan(
+    paths: list[str], options: LotsaOptions, storage_options: dict[str, Any], chunk_bytes: int | None
+) -> list[IngestUnit]:
+    """One unit per shard; a shard larger than ``chunk_bytes`` in runs of row groups / record batches.
+
+    A run's length is the shard's batch count scaled by ``chunk_bytes`` over the file size (batches are
+    about equal in size in what ``datasets`` and parquet writers produce).
+    """
+    units: list[IngestUnit] = []
     for url in data_files(paths, storage_options):
-        for batch in _batches(url, options, storage_options):
-            yield from _series(batch, url, override, options)
+        unit = IngestUnit(files=(url,))
+        count = _batch_count(url, storage_options) if chunk_bytes is not None else None
+        fs, path = filesystem(url, storage_options)
+        size = int(fs.size(path))
+        if count is None or chunk_bytes is None or count < 2 or size <= chunk_bytes:
+            units.append(unit)
+            continue
+        per = max(1, -(-count * chunk_bytes // size))
+        starts = range(0, count, per)
+        units.extend(
+            replace(unit, start=a, stop=min(a + per, count), span="batches", chunk=k, chunks=len(starts))
+            for k, a in enumerate(starts)
+        )
+    return units
+
+
+def read_unit(unit: IngestUnit, options: LotsaOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+    """The series of one shard, or of one run of its batches."""
+    override = normalize_freq(options.freq) if options.freq else None
+    url = unit.files[0]
+    for batch in _batches(url, options, storage_options, unit.start, unit.stop):
+        yield from _series(batch, url, override, options)
+
+
+read = register_units(
+    "lotsa", LotsaOptions, plan, read_unit,
+    "LOTSA / HF save_to_disk arrow shards or parquet: one series per row (per variate when multivariate).",
+)
 
 
 def data_files(paths: list[str], storage_options: dict[str, Any]) -> list[str]:
@@ -67,24 +99,65 @@ def data_files(paths: list[str], storage_options: dict[str, Any]) -> list[str]:
     return out
 
 
-def _batches(url: str, options: LotsaOptions, storage_options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+def _batch_count(url: str, storage_options: dict[str, Any]) -> int | None:
+    """Row groups of a parquet shard, record batches of an Arrow one; None when counting means reading it all.
+
+    An Arrow *stream* has no index: it is counted only when local and memory-mapped (headers only, no copy).
+    """
+    name = inner_name(url).lower()
+    fs, path = filesystem(url, storage_options)
+    if name != posixpath.basename(path).lower():  # compressed
+        return None
+    if name.endswith(".parquet"):
+        with fs.open(path, "rb") as fh:
+            return pq.ParquetFile(fh).metadata.num_row_groups
+    with _open_arrow(url, fs, path, storage_options) as fh:
+        try:
+            reader = _ipc_reader(fh)
+            if isinstance(reader, pa.ipc.RecordBatchFileReader):
+                return reader.num_record_batches
+            return sum(1 for _ in reader) if is_local(fs) else None
+        except pa.ArrowInvalid as exc:
+            raise MalformedInputError(url, "arrow stream", f"not a readable Arrow IPC file: {exc}") from None
+
+
+def _ipc_reader(fh: Any) -> pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader:
+    """The IPC *file* reader when the shard starts with the file magic, else the *stream* reader."""
+    magic = fh.read(len(ARROW_FILE_MAGIC))
+    fh.seek(0)
+    return pa.ipc.open_file(fh) if magic == ARROW_FILE_MAGIC else pa.ipc.open_stream(fh)
+
+
+def _open_arrow(url: str, fs: Any, path: str, storage_options: dict[str, Any]) -> Any:
+    """Local plain shards are memory-mapped, as ``datasets`` itself does; others are streamed."""
+    local_plain = is_local(fs) and inner_name(url).lower() == posixpath.basename(path).lower()
+    return pa.memory_map(path, "r") if local_plain else open_input(url, storage_options, "rb")
+
+
+def _batches(
+    url: str, options: LotsaOptions, storage_options: dict[str, Any], start: int = 0, stop: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Record batches ``start`` to ``stop`` (row groups for parquet) of one shard; all of them by default."""
     name = inner_name(url).lower()
     fs, path = filesystem(url, storage_options)
     if name.endswith(".parquet"):
         with open_input(url, storage_options, "rb") as fh:
-            yield from pq.ParquetFile(fh).iter_batches(batch_size=options.batch_size)
+            pf = pq.ParquetFile(fh)
+            groups = None if stop is None else list(range(start, stop))
+            yield from pf.iter_batches(batch_size=options.batch_size, row_groups=groups)
         return
-    local_plain = is_local(fs) and name == posixpath.basename(path).lower()
-    with pa.memory_map(path, "r") if local_plain else open_input(url, storage_options, "rb") as fh:
-        magic = fh.read(len(ARROW_FILE_MAGIC))
-        fh.seek(0)
+    with _open_arrow(url, fs, path, storage_options) as fh:
         try:
-            if magic == ARROW_FILE_MAGIC:
-                reader = pa.ipc.open_file(fh)
-                for k in range(reader.num_record_batches):
+            reader = _ipc_reader(fh)
+            if isinstance(reader, pa.ipc.RecordBatchFileReader):
+                for k in range(start, reader.num_record_batches if stop is None else stop):
                     yield reader.get_batch(k)
             else:
-                yield from pa.ipc.open_stream(fh)
+                for k, batch in enumerate(reader):
+                    if stop is not None and k >= stop:
+                        break
+                    if k >= start:
+                        yield batch
         except pa.ArrowInvalid as exc:
             raise MalformedInputError(url, "arrow stream", f"not a readable Arrow IPC file: {exc}") from None
 

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import expand_inputs, infer_freq, item_prefixes, normalize_freq, open_text
-from corpus.sources.registry import register
+from corpus.sources.common import expand_inputs, file_units, infer_freq, normalize_freq, open_text
+from corpus.sources.registry import IngestUnit, register_units
 from infra.storage import open_input
 
 BOM = "\ufeff"
@@ -40,14 +40,23 @@ class LtsfOptions(BaseModel):
     encoding: str = "utf-8"
 
 
-@register("ltsf", LtsfOptions)
-def read(paths: list[str], options: LtsfOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
-    """LTSF wide csv with a date column: one series per other column, id = column name."""
-    urls = expand_inputs(paths, storage_options, [".csv"])
-    prefixes = item_prefixes(urls)
+def plan(
+    paths: list[str], options: LtsfOptions, storage_options: dict[str, Any], chunk_bytes: int | None
+) -> list[IngestUnit]:
+    """One unit per file: a series is a whole column, so a file is not cut by rows."""
+    return file_units(expand_inputs(paths, storage_options, [".csv"]))
+
+
+def read_unit(unit: IngestUnit, options: LtsfOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+    """The columns of one file, as series."""
     override = normalize_freq(options.freq) if options.freq else None
-    for url in urls:
-        yield from _read_file(url, prefixes[url], override, options, storage_options)
+    yield from _read_file(unit.files[0], unit.prefix, override, options, storage_options)
+
+
+read = register_units(
+    "ltsf", LtsfOptions, plan, read_unit,
+    "LTSF wide csv with a date column: one series per other column, id = column name.",
+)
 
 
 def _header(url: str, options: LtsfOptions, storage_options: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
 from corpus.sources.common import expand_inputs, file_stem, normalize_freq, open_text, parse_floats
-from corpus.sources.registry import register
+from corpus.sources.registry import IngestUnit, register_units
 
 # The M4 file names carry the frequency; M4 gives no real timestamps, so anchored aliases are conventions.
 M4_FREQUENCIES: dict[str, str] = {
@@ -55,11 +55,14 @@ def _split_of(url: str) -> tuple[str, str]:
     return stem[: m.start()], m[1].lower()
 
 
-@register("m4", M4Options)
-def read(paths: list[str], options: M4Options, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
-    """M4 wide csv; a train file and its test file are joined per id (train values then test values)."""
+def plan(
+    paths: list[str], options: M4Options, storage_options: dict[str, Any], chunk_bytes: int | None
+) -> list[IngestUnit]:
+    """One unit per train/test pair (or lone file): the join needs the whole test file, the id check the train's.
+
+    ``chunk_bytes`` is not used: a pair is read whole (M4's largest train file is about 100 MB).
+    """
     urls = expand_inputs(paths, storage_options, [".csv"])
-    override = normalize_freq(options.freq) if options.freq else None
     groups: dict[str, dict[str, str]] = {}
     for url in urls:
         key, role = _split_of(url)
@@ -67,11 +70,25 @@ def read(paths: list[str], options: M4Options, storage_options: dict[str, Any]) 
         if role in group or "single" in group or (role == "single" and group):
             raise ValueError(f"m4: cannot pair {url} with {', '.join(group.values())}: give one train + one test")
         group[role] = url
-    for group in groups.values():
-        if len(group) == 2:
-            yield from _read_joined(group["train"], group["test"], override, options, storage_options)
-        else:
-            yield from _read_single(next(iter(group.values())), override, options, storage_options)
+    return [
+        IngestUnit(files=(group["train"], group["test"]) if len(group) == 2 else tuple(group.values()))
+        for group in groups.values()
+    ]
+
+
+def read_unit(unit: IngestUnit, options: M4Options, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+    """A train file joined with its test file, or a lone file as it is."""
+    override = normalize_freq(options.freq) if options.freq else None
+    if len(unit.files) == 2:
+        yield from _read_joined(unit.files[0], unit.files[1], override, options, storage_options)
+    else:
+        yield from _read_single(unit.files[0], override, options, storage_options)
+
+
+read = register_units(
+    "m4", M4Options, plan, read_unit,
+    "M4 wide csv; a train file and its test file are joined per id (train values then test values).",
+)
 
 
 def _rows(url: str, options: M4Options, storage_options: dict[str, Any]) -> Iterator[tuple[str, np.ndarray, str]]:

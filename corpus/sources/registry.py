@@ -5,12 +5,18 @@ options. It must stream (bounded memory on large inputs) and raise
 :class:`~corpus.errors.MalformedInputError` naming the file, line or item and the reason for input it cannot
 parse. Validation (empty, NaN-only, too short, inf), deduplication and writing are the ingest engine's job,
 not the connector's.
+
+A connector may also cut its input into independent work units (:class:`IngestUnit`: a file, a train/test
+pair, a byte range of a large text file, a run of record batches) with ``plan`` and read one unit with
+``read_unit``; the engine runs the units in parallel and combines them in unit order. Its ``read`` is then
+those units read one after the other (:func:`register_units`), so the whole-source stream and the combined
+units are the same series in the same order by construction. A connector without ``plan`` is one unit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,17 +28,69 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class IngestUnit:
+    """One independent piece of a source's input, small enough to pickle into a Ray task.
+
+    ``files`` are the URLs it reads (one file; an M4 train file and its test file). ``start``/``stop`` bound a
+    chunk of the first file in ``span`` units (``bytes`` of a text file, ``batches`` of an Arrow/Parquet file);
+    ``stop=None`` reads to the end. ``line_base`` is how many lines of the file precede ``start``, so line
+    numbers in errors and quarantine rows are the file's own. ``context`` is what ``plan`` parsed once for
+    every chunk of the file (a .tsf header).
+    """
+
+    files: tuple[str, ...]
+    prefix: str = ""
+    start: int = 0
+    stop: int | None = None
+    span: str = "bytes"
+    line_base: int = 0
+    chunk: int = 0
+    chunks: int = 1
+    context: Any = field(default=None, compare=False)
+
+    def label(self) -> str:
+        """How errors name the unit: the file, plus which chunk of it when the file was split."""
+        name = " + ".join(self.files)
+        if self.chunks == 1:
+            return name
+        end = "end" if self.stop is None else str(self.stop)
+        return f"{name} chunk {self.chunk + 1} of {self.chunks} ({self.span} {self.start}-{end})"
+
+
 ReadFn = Callable[[list[str], Any, dict[str, Any]], Iterator[RawSeries]]
+# plan(paths, options, storage_options, chunk_bytes): chunk_bytes None means one unit per file, never split.
+PlanFn = Callable[[list[str], Any, dict[str, Any], int | None], list[IngestUnit]]
+ReadUnitFn = Callable[[IngestUnit, Any, dict[str, Any]], Iterator[RawSeries]]
 
 
 @dataclass(frozen=True)
 class Connector:
-    """``read(paths, options, storage_options)`` yields series; ``options_model`` validates the options."""
+    """``read(paths, options, storage_options)`` yields series; ``options_model`` validates the options.
+
+    ``plan_units``/``read_one`` are the optional unit hooks; without them the whole source is one unit.
+    """
 
     name: str
     read: ReadFn
     options_model: type[BaseModel]
     description: str
+    plan_units: PlanFn | None = None
+    read_one: ReadUnitFn | None = None
+
+    def plan(
+        self, paths: list[str], options: Any, storage_options: dict[str, Any], chunk_bytes: int | None = None
+    ) -> list[IngestUnit]:
+        """The source's work units in output order (one unit holding every path for a connector without hooks)."""
+        if self.plan_units is None:
+            return [IngestUnit(files=tuple(paths))]
+        return self.plan_units(paths, options, storage_options, chunk_bytes)
+
+    def read_unit(self, unit: IngestUnit, options: Any, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+        """The series of one unit, in the order the whole-source ``read`` yields them."""
+        if self.read_one is None:
+            return self.read(list(unit.files), options, storage_options)
+        return self.read_one(unit, options, storage_options)
 
     def parse_options(self, options: dict[str, Any] | None) -> BaseModel:
         try:
@@ -49,12 +107,30 @@ def register(
     name: str, options_model: type[BaseModel] = NoOptions, description: str = ""
 ) -> Callable[[ReadFn], ReadFn]:
     def decorate(fn: ReadFn) -> ReadFn:
-        if name in CONNECTORS:
-            raise ValueError(f"connector {name!r} registered twice")
-        CONNECTORS[name] = Connector(name, fn, options_model, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _add(Connector(name, fn, options_model, description or (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 
     return decorate
+
+
+def register_units(
+    name: str, options_model: type[BaseModel], plan: PlanFn, read_unit: ReadUnitFn, description: str
+) -> ReadFn:
+    """Register a connector by its unit hooks; returns its ``read``: every unit of the plan, in order."""
+
+    def read(paths: list[str], options: Any, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+        for unit in plan(paths, options, storage_options, None):
+            yield from read_unit(unit, options, storage_options)
+
+    read.__doc__ = description
+    _add(Connector(name, read, options_model, description, plan, read_unit))
+    return read
+
+
+def _add(connector: Connector) -> None:
+    if connector.name in CONNECTORS:
+        raise ValueError(f"connector {connector.name!r} registered twice")
+    CONNECTORS[connector.name] = connector
 
 
 def get_connector(name: str) -> Connector:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import expand_inputs, item_prefixes, normalize_freq, open_text, parse_floats
-from corpus.sources.registry import register
+from corpus.sources.common import (
+    expand_inputs,
+    file_units,
+    line_chunks,
+    normalize_freq,
+    open_text,
+    open_text_range,
+    parse_floats,
+    splittable,
+)
+from corpus.sources.registry import IngestUnit, register_units
 
 # Monash frequency names -> pandas aliases; ``N_seconds``/``N_minutes``/``N_hours`` are handled by a pattern.
 MONASH_FREQUENCIES: dict[str, str] = {
@@ -39,6 +49,7 @@ ATTRIBUTE_TYPES = ("numeric", "string", "date")
 # Attributes that become the item id and the start rather than plain attributes.
 ID_ATTRIBUTE = "series_name"
 START_ATTRIBUTE = "start_timestamp"
+READ_DOC = "Monash .tsf files: one series per data row, id = series_name (or row number), start = start_timestamp."
 
 
 class TsfOptions(BaseModel):
@@ -59,60 +70,109 @@ def monash_freq(name: str, file: str, where: str) -> str:
     raise MalformedInputError(file, where, f"unknown @frequency {name!r}")
 
 
-@register("tsf", TsfOptions)
-def read(paths: list[str], options: TsfOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
-    """Monash .tsf files: one series per data row, id = series_name (or row number), start = start_timestamp."""
-    urls = expand_inputs(paths, storage_options, [".tsf"])
-    prefixes = item_prefixes(urls)
-    freq_override = normalize_freq(options.freq) if options.freq else None
-    for url in urls:
-        yield from _read_file(url, prefixes[url], freq_override, options, storage_options)
+@dataclass(frozen=True)
+class TsfHeader:
+    """What the ``@`` lines say, parsed once per file and handed to every chunk of it."""
+
+    columns: tuple[tuple[str, str], ...]
+    attributes: dict[str, Any]
+    freq: str | None  # the option's override, else the file's @frequency
+    lines: int  # physical lines up to and including @data
 
 
-def _read_file(
-    url: str, prefix: str, freq_override: str | None, options: TsfOptions, storage_options: dict[str, Any]
-) -> Iterator[RawSeries]:
+def plan(
+    paths: list[str], options: TsfOptions, storage_options: dict[str, Any], chunk_bytes: int | None
+) -> list[IngestUnit]:
+    """One unit per file; a large uncompressed file whose rows are named (series_name) in byte-range chunks.
+
+    Unnamed rows take their row number as id, which a chunk cannot know, so such files stay whole.
+    """
+    units: list[IngestUnit] = []
+    for unit in file_units(expand_inputs(paths, storage_options, [".tsf"])):
+        url = unit.files[0]
+        if not splittable(url, storage_options, options.encoding, chunk_bytes):
+            units.append(unit)
+            continue
+        with open_text(url, storage_options, options.encoding) as fh:
+            header = _parse_header(enumerate(fh, start=1), url, _override(options))
+        names = {name for name, _ in header.columns}
+        ranges = line_chunks(url, storage_options, header.lines, chunk_bytes) if ID_ATTRIBUTE in names else None
+        if ranges is None or len(ranges) == 1:
+            units.append(unit)
+            continue
+        units.extend(
+            replace(unit, start=start, stop=stop, line_base=base, chunk=k, chunks=len(ranges), context=header)
+            for k, (start, stop, base) in enumerate(ranges)
+        )
+    return units
+
+
+def read_unit(unit: IngestUnit, options: TsfOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+    """The series of one file, or of one chunk of it (rows of the chunk's byte range, the header given)."""
+    url = unit.files[0]
+    if unit.context is None:
+        with open_text(url, storage_options, options.encoding) as fh:
+            lines = enumerate(fh, start=1)
+            header = _parse_header(lines, url, _override(options))
+            yield from _rows(lines, header, url, unit.prefix)
+        return
+    with open_text_range(url, storage_options, options.encoding, unit.start, unit.stop) as fh:
+        yield from _rows(enumerate(fh, start=unit.line_base + 1), unit.context, url, unit.prefix)
+
+
+def _override(options: TsfOptions) -> str | None:
+    return normalize_freq(options.freq) if options.freq else None
+
+
+def _parse_header(lines: Iterator[tuple[int, str]], url: str, freq_override: str | None) -> TsfHeader:
+    """Consume the lines up to and including ``@data``; blank and ``#`` lines may sit anywhere."""
     columns: list[tuple[str, str]] = []
     header: dict[str, Any] = {}
     freq: str | None = None
-    in_data = False
+    for line_no, raw_line in lines:
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"line {line_no}"
+        if not line.startswith("@"):
+            raise MalformedInputError(url, where, "data row before @data")
+        keyword, _, value = line[1:].partition(" ")
+        keyword, value = keyword.lower(), value.strip()
+        if keyword == "data":
+            if not columns:
+                raise MalformedInputError(url, where, "@data before any @attribute")
+            return TsfHeader(tuple(columns), header, freq_override or freq, line_no)
+        if keyword == "attribute":
+            columns.append(_parse_attribute(value, url, where))
+        elif keyword == "frequency":
+            # With an override the file's own name need not be known.
+            freq = freq_override or monash_freq(value, url, where)
+            header["frequency"] = value
+        elif keyword in ("missing", "equallength"):
+            if value.lower() not in ("true", "false"):
+                raise MalformedInputError(url, where, f"@{keyword} must be true or false, got {value!r}")
+            header[keyword] = value.lower() == "true"
+        elif keyword == "horizon":
+            header["horizon"] = _parse_number(value, url, where, "@horizon")
+        elif keyword == "relation":
+            header["relation"] = value
+        else:
+            raise MalformedInputError(url, where, f"unknown header @{keyword}")
+    raise MalformedInputError(url, "end of file", "no @data line")
+
+
+def _rows(lines: Iterator[tuple[int, str]], header: TsfHeader, url: str, prefix: str) -> Iterator[RawSeries]:
+    """One series per data line; ``row`` (the id of unnamed rows) counts from the first line given."""
     row = 0
-    with open_text(url, storage_options, options.encoding) as fh:
-        for line_no, raw_line in enumerate(fh, start=1):
-            line = raw_line.strip()
-            if not line or line.startswith("#"):
-                continue
-            where = f"line {line_no}"
-            if not in_data:
-                if not line.startswith("@"):
-                    raise MalformedInputError(url, where, "data row before @data")
-                keyword, _, value = line[1:].partition(" ")
-                keyword, value = keyword.lower(), value.strip()
-                if keyword == "data":
-                    if not columns:
-                        raise MalformedInputError(url, where, "@data before any @attribute")
-                    in_data = True
-                elif keyword == "attribute":
-                    columns.append(_parse_attribute(value, url, where))
-                elif keyword == "frequency":
-                    # With an override the file's own name need not be known.
-                    freq = freq_override or monash_freq(value, url, where)
-                    header["frequency"] = value
-                elif keyword in ("missing", "equallength"):
-                    if value.lower() not in ("true", "false"):
-                        raise MalformedInputError(url, where, f"@{keyword} must be true or false, got {value!r}")
-                    header[keyword] = value.lower() == "true"
-                elif keyword == "horizon":
-                    header["horizon"] = _parse_number(value, url, where, "@horizon")
-                elif keyword == "relation":
-                    header["relation"] = value
-                else:
-                    raise MalformedInputError(url, where, f"unknown header @{keyword}")
-                continue
-            row += 1
-            yield _parse_row(line, columns, header, freq_override or freq, url, where, prefix, row)
-    if not in_data:
-        raise MalformedInputError(url, "end of file", "no @data line")
+    for line_no, raw_line in lines:
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        row += 1
+        yield _parse_row(line, header, url, f"line {line_no}", prefix, row)
+
+
+read = register_units("tsf", TsfOptions, plan, read_unit, READ_DOC)
 
 
 def _parse_attribute(value: str, file: str, where: str) -> tuple[str, str]:
@@ -130,22 +190,14 @@ def _parse_number(text: str, file: str, where: str, what: str) -> int | float:
     return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
 
 
-def _parse_row(
-    line: str,
-    columns: list[tuple[str, str]],
-    header: dict[str, Any],
-    freq: str | None,
-    file: str,
-    where: str,
-    prefix: str,
-    row: int,
-) -> RawSeries:
+def _parse_row(line: str, header: TsfHeader, file: str, where: str, prefix: str, row: int) -> RawSeries:
+    columns = header.columns
     fields = line.split(":")
     if len(fields) != len(columns) + 1:
         raise MalformedInputError(
             file, where, f"expected {len(columns)} attribute fields then the values, found {len(fields)} fields"
         )
-    attributes: dict[str, Any] = dict(header)
+    attributes: dict[str, Any] = dict(header.attributes)
     item_id = str(row)
     start: datetime | None = None
     for (name, kind), text in zip(columns, fields[:-1], strict=True):
@@ -173,7 +225,7 @@ def _parse_row(
         item_id=f"{prefix}{item_id}",
         target=target,
         start=start,
-        freq=freq,
+        freq=header.freq,
         attributes=attributes,
         input=f"{file}:{where}",
     )

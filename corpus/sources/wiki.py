@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -15,8 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import expand_inputs, infer_freq, item_prefixes, normalize_freq, open_text, parse_floats
-from corpus.sources.registry import register
+from corpus.sources.common import (
+    expand_inputs,
+    file_units,
+    infer_freq,
+    line_chunks,
+    normalize_freq,
+    open_text,
+    open_text_range,
+    parse_floats,
+    splittable,
+)
+from corpus.sources.registry import IngestUnit, register_units
 
 DATE_FORMAT = "%Y-%m-%d"
 BOM = "\ufeff"
@@ -32,50 +44,93 @@ class WikiOptions(BaseModel):
     encoding: str = "utf-8"
 
 
-@register("wiki", WikiOptions)
-def read(paths: list[str], options: WikiOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
-    """Wikipedia traffic csv: one series per page row, id = the page, start = the first header date."""
-    urls = expand_inputs(paths, storage_options, [".csv"])
-    prefixes = item_prefixes(urls)
+@dataclass(frozen=True)
+class WikiHeader:
+    """What the header row says, parsed once per file and handed to every chunk of it."""
+
+    freq: str
+    start: datetime
+    width: int
+    lines: int  # physical lines of the header row
+
+
+def plan(
+    paths: list[str], options: WikiOptions, storage_options: dict[str, Any], chunk_bytes: int | None
+) -> list[IngestUnit]:
+    """One unit per file; a large uncompressed file in byte-range chunks cut between rows (quotes respected)."""
+    units: list[IngestUnit] = []
+    for unit in file_units(expand_inputs(paths, storage_options, [".csv"])):
+        url = unit.files[0]
+        if not splittable(url, storage_options, options.encoding, chunk_bytes):
+            units.append(unit)
+            continue
+        with open_text(url, storage_options, options.encoding) as fh:
+            header = _parse_header(csv.reader(fh), url, options)
+        ranges = line_chunks(url, storage_options, header.lines, chunk_bytes, quote=b'"')
+        if ranges is None or len(ranges) == 1:
+            units.append(unit)
+            continue
+        units.extend(
+            replace(unit, start=start, stop=stop, line_base=base, chunk=k, chunks=len(ranges), context=header)
+            for k, (start, stop, base) in enumerate(ranges)
+        )
+    return units
+
+
+def read_unit(unit: IngestUnit, options: WikiOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
+    """The pages of one file, or of one chunk of it (rows of the chunk's byte range, the header given)."""
+    url = unit.files[0]
+    if unit.context is None:
+        with open_text(url, storage_options, options.encoding) as fh:
+            reader = csv.reader(fh)
+            header = _parse_header(reader, url, options)
+            yield from _pages(reader, 0, header, url, unit.prefix)
+        return
+    with open_text_range(url, storage_options, options.encoding, unit.start, unit.stop) as fh:
+        yield from _pages(csv.reader(fh), unit.line_base, unit.context, url, unit.prefix)
+
+
+def _parse_header(reader: Any, url: str, options: WikiOptions) -> WikiHeader:
+    """Read the header row: the id column, then one date per column (regular: they give the frequency)."""
+    header = next(reader, None)
+    if header:
+        header[0] = header[0].lstrip(BOM)
+    if not header or header[0].strip() != options.id_column:
+        found = header[0] if header else "nothing"
+        raise MalformedInputError(url, "line 1", f"header must start with {options.id_column!r}, found {found!r}")
+    try:
+        dates = pd.to_datetime(pd.Series(header[1:]), format=DATE_FORMAT)
+    except ValueError as exc:
+        raise MalformedInputError(url, "line 1", f"header dates must be {DATE_FORMAT}: {exc}") from None
     override = normalize_freq(options.freq) if options.freq else None
-    for url in urls:
-        yield from _read_file(url, prefixes[url], override, options, storage_options)
+    freq = override or infer_freq(dates, url, "line 1 (header dates)")
+    return WikiHeader(freq, dates.iloc[0].to_pydatetime(), len(header), reader.line_num)
 
 
-def _read_file(
-    url: str, prefix: str, override: str | None, options: WikiOptions, storage_options: dict[str, Any]
-) -> Iterator[RawSeries]:
-    with open_text(url, storage_options, options.encoding) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header:
-            header[0] = header[0].lstrip(BOM)
-        if not header or header[0].strip() != options.id_column:
-            found = header[0] if header else "nothing"
-            raise MalformedInputError(url, "line 1", f"header must start with {options.id_column!r}, found {found!r}")
-        try:
-            dates = pd.to_datetime(pd.Series(header[1:]), format=DATE_FORMAT)
-        except ValueError as exc:
-            raise MalformedInputError(url, "line 1", f"header dates must be {DATE_FORMAT}: {exc}") from None
-        freq = override or infer_freq(dates, url, "line 1 (header dates)")
-        start = dates.iloc[0].to_pydatetime()
-        width = len(header)
-        for row in reader:
-            where = f"line {reader.line_num}"
-            if not row:
-                continue
-            if len(row) != width:
-                raise MalformedInputError(url, where, f"expected {width} fields like the header, found {len(row)}")
-            page = row[0]
-            if not page:
-                raise MalformedInputError(url, where, "empty page name")
-            parts = page.rsplit("_", len(PAGE_FIELDS))
-            attributes = dict(zip(PAGE_FIELDS, parts[1:], strict=True)) if len(parts) == 4 else {}
-            yield RawSeries(
-                item_id=f"{prefix}{page}",
-                target=parse_floats([c.strip() for c in row[1:]], url, f"{where} (item {page})"),
-                start=start,
-                freq=freq,
-                attributes=attributes,
-                input=f"{url}:{where}",
-            )
+def _pages(reader: Any, line_base: int, header: WikiHeader, url: str, prefix: str) -> Iterator[RawSeries]:
+    """One series per page row; line numbers are ``line_base`` plus the reader's own count."""
+    for row in reader:
+        where = f"line {line_base + reader.line_num}"
+        if not row:
+            continue
+        if len(row) != header.width:
+            raise MalformedInputError(url, where, f"expected {header.width} fields like the header, found {len(row)}")
+        page = row[0]
+        if not page:
+            raise MalformedInputError(url, where, "empty page name")
+        parts = page.rsplit("_", len(PAGE_FIELDS))
+        attributes = dict(zip(PAGE_FIELDS, parts[1:], strict=True)) if len(parts) == 4 else {}
+        yield RawSeries(
+            item_id=f"{prefix}{page}",
+            target=parse_floats([c.strip() for c in row[1:]], url, f"{where} (item {page})"),
+            start=header.start,
+            freq=header.freq,
+            attributes=attributes,
+            input=f"{url}:{where}",
+        )
+
+
+read = register_units(
+    "wiki", WikiOptions, plan, read_unit,
+    "Wikipedia traffic csv: one series per page row, id = the page, start = the first header date.",
+)
