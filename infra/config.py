@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from infra.storage import register_secret_options
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -31,9 +33,81 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Option names that hold credentials (s3fs, gcsfs, adlfs, sftp...), and words that mark one whatever its name.
+SECRET_OPTION_NAMES = frozenset({"key", "secret", "token", "password", "passphrase", "account_key", "access_key",
+                                 "secret_key", "session_token", "sas_token", "connection_string", "credentials",
+                                 "aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+SECRET_OPTION_WORDS = ("secret", "password", "token", "credential")
+# Where the standard AWS chain looks for each s3fs credential: exported so that every process started from here
+# (Ray workers, process pools) and every non-fsspec reader (pyarrow, polars) resolves the same credentials.
+AWS_CHAIN_VARIABLES = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN",
+                       "client_kwargs.aws_access_key_id": "AWS_ACCESS_KEY_ID",
+                       "client_kwargs.aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+                       "client_kwargs.aws_session_token": "AWS_SESSION_TOKEN"}
+
+
+def is_secret_option(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_OPTION_NAMES or any(word in lowered for word in SECRET_OPTION_WORDS)
+
+
+def split_secret_options(options: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options without secrets, secrets by dotted path) of a storage-options mapping, nested dicts included."""
+    public: dict[str, Any] = {}
+    hidden: dict[str, Any] = {}
+    for name, value in options.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            public[name], inner = split_secret_options(value, f"{path}.")
+            hidden.update(inner)
+        elif is_secret_option(str(name)) and value not in (None, ""):
+            hidden[path] = value
+        else:
+            public[name] = value
+    return public, hidden
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"client_kwargs.x": 1}`` -> ``{"client_kwargs": {"x": 1}}``."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 class StorageConfig(StrictModel):
+    """Where versions and runs live. ``options`` never holds a secret: a credential written in a profile is
+    moved into ``credentials`` when the profile is read, which no dump, repr or log line includes."""
+
     root: str = Field(".factost", description="Storage root URL: a local folder or s3://bucket/prefix")
     options: dict[str, Any] = Field(default_factory=dict, description="fsspec storage options (e.g. S3 endpoint)")
+    credentials: dict[str, SecretStr] = Field(
+        default_factory=dict, exclude=True, repr=False,
+        description="Secret storage options by dotted name; prefer the standard credential chain instead",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hold_secrets_apart(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
+            return data
+        public, hidden = split_secret_options(data["options"])
+        return {**data, "options": public, "credentials": {**(data.get("credentials") or {}), **hidden}}
+
+    def activate(self) -> None:
+        """Make the profile's own credentials usable where storage is opened: registered for this process's
+        filesystems, and exported to the standard AWS chain for the processes it starts."""
+        if not self.credentials:
+            return
+        plain = {path: secret.get_secret_value() for path, secret in self.credentials.items()}
+        register_secret_options(self.root.split("://", 1)[0].lower() if "://" in self.root else "file", nest(plain))
+        for path, value in plain.items():
+            if path in AWS_CHAIN_VARIABLES:
+                os.environ[AWS_CHAIN_VARIABLES[path]] = value
 
 
 class RayConfig(StrictModel):

@@ -133,7 +133,7 @@ def pretrain_then_adapt_flow(
         plots = find_pngs(adapt["run_dir"], options)
         pretrain_run = checkpoint.rstrip("/").rsplit("/", 2)[-2]
         plots += find_pngs(join(root, "runs", "pretrain", pretrain_run), options)
-        plots += find_pngs(corpus["training_corpus"]["url"], options)
+        plots += find_pngs(open_version(corpus["training_corpus"]["url"], options).attempt_url, options)
         manifest["plots"] = plots
         manifest["duration_s"] = time.time() - started
         manifest["status"] = "failed" if adapt["failures"] else "ok"

@@ -165,7 +165,7 @@ def test_shards_schema_and_manifest(run: dict) -> None:
     assert stats["draws"] == int(n_ids.sum())
     png = m["files"]["balance_map.png"]
     assert png["bytes"] > 1000
-    with open(os.path.join(version.url, "balance_map.png"), "rb") as fh:
+    with open(version.file_url("balance_map.png"), "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert m["inputs"][0]["version_id"] == "sines" and m["config"]["seed"] == 7
 
@@ -218,7 +218,7 @@ def test_rerun_after_clearing_is_byte_identical_with_two_workers(run: dict) -> N
     version = run["version"]
     shas = [p["sha256"] for p in version.manifest["parts"]]
     quarantine_sha = version.manifest["side_tables"]["quarantine"]["sha256"]
-    shutil.rmtree(version.url)
+    shutil.rmtree(version.folder_url)
     cfg = CFG.model_copy(update={"workers": 2})
     again = balance(run["inputs"], cfg, run["out_root"], progress=False)
     assert again.version_id == version.version_id

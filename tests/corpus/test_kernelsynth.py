@@ -295,7 +295,7 @@ def test_workers_and_chunking_do_not_change_a_byte(tmp_path: Path) -> None:
 def test_rerun_returns_the_published_version_without_work(tmp_path: Path, monkeypatch) -> None:
     cfg = KernelSynthConfig(n_series=12, **SMALL)
     first = synthesize(cfg, str(tmp_path), progress=False)
-    manifest = Path(first.url) / "_manifest.json"
+    manifest = Path(first.folder_url) / "_manifest.json"
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
 
     def no_work(*args: object, **kwargs: object) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
 from infra.config import ConfigError
-from pipelines.profile import load_profile
+from infra.storage import filesystem
+from pipelines.profile import Profile, load_profile
 
 
 def test_local_profile_loads_with_embedded_defaults() -> None:
@@ -17,22 +20,42 @@ def test_local_profile_loads_with_embedded_defaults() -> None:
     assert prof.ray.address is None
 
 
-def test_cluster_profile_takes_secrets_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_profile_leaves_credentials_to_the_standard_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
     monkeypatch.setenv("FACTOST_BUCKET", "my-bucket")
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     prof = load_profile("cluster")
     assert prof.storage.root == "s3://my-bucket/prod"
-    assert prof.storage.options["key"] == "AKIAEXAMPLE"
+    assert prof.storage.credentials == {}
+    assert "AKIAEXAMPLE" not in json.dumps(prof.model_dump(mode="json"))
     assert prof.ray.address == "ray://head:10001"
     assert prof.ingest.sources[0].paths[0] == "s3://my-bucket/raw/m4/Hourly-train.csv"
 
 
-def test_cluster_profile_without_credentials_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    with pytest.raises(ConfigError, match="storage.options.key: environment variable AWS_ACCESS_KEY_ID is not set"):
-        load_profile("cluster")
+def test_cluster_profile_loads_without_any_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_profile("cluster").storage.options == {"endpoint_url": "https://s3.amazonaws.com"}
+
+
+def test_plain_text_secret_is_held_apart_and_never_dumped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("infra.storage._SECRET_OPTIONS", {})  # this process's registry, as a fresh process has it
+    path = tmp_path / "p.yaml"
+    path.write_text("storage:\n  root: s3://b/x\n  options:\n    key: PLAINKEY42\n    secret: PLAINSECRET42\n"
+                    "    endpoint_url: http://127.0.0.1:1\n    client_kwargs: {aws_session_token: PLAINTOKEN42}\n")
+    prof = load_profile(path)
+    assert prof.storage.options == {"endpoint_url": "http://127.0.0.1:1", "client_kwargs": {}}
+    assert sorted(prof.storage.credentials) == ["client_kwargs.aws_session_token", "key", "secret"]
+    dumped = json.dumps(prof.model_dump(mode="json")) + json.dumps(prof.model_dump(), default=str) + repr(prof)
+    assert not any(v in dumped for v in ("PLAINKEY42", "PLAINSECRET42", "PLAINTOKEN42"))
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "PLAINKEY42"  # resolved where processes look: the standard chain
+    assert os.environ["AWS_SESSION_TOKEN"] == "PLAINTOKEN42"
+    fs, _ = filesystem("s3://b/x", prof.storage.options)
+    assert (fs.key, fs.secret) == ("PLAINKEY42", "PLAINSECRET42")
+    assert Profile.model_validate(prof.model_dump(mode="json")).storage.credentials == {}
 
 
 def test_unknown_key_is_rejected_by_name(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_reingest_unchanged_is_a_noop_and_a_changed_input_makes_a_new_version(tm
     source = SourceConfig(name="demo", kind="long", paths=[str(path)], freq="min")
     cfg = IngestConfig()
     first = ingest_source(source, cfg, str(tmp_path / "root"))
-    manifest = Path(first.version.url) / "_manifest.json"
+    manifest = Path(first.version.folder_url) / "_manifest.json"
     mtime = manifest.stat().st_mtime_ns
     second = ingest_source(source, cfg, str(tmp_path / "root"))
     assert second.reused and second.version.url == first.version.url
@@ -124,7 +124,7 @@ def test_m4_through_the_cli_matches_an_independent_parse_and_is_idempotent(tmp_p
     second = run_factost("ingest", "m4", str(train), str(test), "--out", str(root), "--name", "m4_hourly")
     assert last_line(second.stdout) == url
     assert sorted(str(p) for p in root.rglob("*")) == files_before
-    assert json.loads((Path(url) / "_manifest.json").read_text())["version_id"] == version.version_id
+    assert json.loads((Path(version.folder_url) / "_manifest.json").read_text())["version_id"] == version.version_id
 
 
 def test_cli_fails_with_one_line_reason(tmp_path: Path) -> None:
