@@ -362,7 +362,7 @@ class _Scores:
     quarantine: list[tuple[str, str, str, int]]  # (series_id, input part, reason, length)
     n_rows: int
     cpu_seconds: float
-    ray_nodes: dict[str, int]
+    tally: StageRun[Any]
 
 
 @dataclass
@@ -412,10 +412,10 @@ def balance(
             part_max_bytes=_NO_BYTE_LIMIT,
         )
         try:
-            nodes = write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)
+            passes = [scores.tally, *write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)]
             _write_report(writer, scores, plan, cfg)
             timings["total_s"] = time.perf_counter() - t_start
-            stats = _stats(scores, plan, cfg, timings, merge_node_counts(scores.ray_nodes, nodes))
+            stats = _stats(scores, plan, cfg, timings, passes)
             inputs = [{"url": v.url, "dataset": v.dataset, "version_id": v.version_id} for v in versions]
             return writer.commit(
                 config=cfg.fingerprint(), inputs=inputs, code_version=code_version("corpus", "infra"), stats=stats
@@ -458,7 +458,7 @@ def score_pass(
         cpu += res.cpu_seconds
     scores = _Scores(
         _cat(loc_input, np.int32), _cat(loc_part, np.int32), _cat(loc_row, np.int64), _cat(packed, np.uint64),
-        _cat(span_len, np.int64), quarantine, n_rows, cpu, tally.node_counts(),
+        _cat(span_len, np.int64), quarantine, n_rows, cpu, tally,
     )
     if len(scores.packed) == 0:
         reasons = Counter(r.split(":")[0] for _, _, r, _ in quarantine).most_common(3)
@@ -504,7 +504,7 @@ def write_pass(
     writer: VersionWriter,
     track: Callable[..., Iterator[Any]],
     timings: dict[str, float],
-) -> dict[str, int]:
+) -> list[StageRun[Any]]:
     """Pass 2: cut the drawn windows into per-shard buckets, then mix and write the shards, all as Ray tasks."""
     t0 = time.perf_counter()
     shard_bounds = _shard_bounds(plan, cfg)
@@ -530,7 +530,7 @@ def write_pass(
     for table in track(results, len(shard_tasks), "write"):
         writer.write(table)
     timings["write_s"] = time.perf_counter() - t0
-    return merge_node_counts(spill_tally.node_counts(), shard_tally.node_counts())
+    return [spill_tally, shard_tally]
 
 
 def _spill_tasks(
@@ -630,7 +630,7 @@ def _occupancy(plan: _Plan, cfg: BlastConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _stats(
-    scores: _Scores, plan: _Plan, cfg: BlastConfig, timings: dict[str, float], ray_nodes: dict[str, int]
+    scores: _Scores, plan: _Plan, cfg: BlastConfig, timings: dict[str, float], passes: list[StageRun[Any]]
 ) -> dict[str, Any]:
     before, after = _occupancy(plan, cfg)
     q, cpu, n_rows = scores.quarantine, scores.cpu_seconds, scores.n_rows
@@ -656,6 +656,7 @@ def _stats(
         "mixup_samples": int(plan.samples.is_mixup.sum()),
         "draws": plan.samples.n_slots,
         "distinct_series_drawn": int(len(np.unique(plan.samples.slot_series))),
-        "ray_nodes": ray_nodes,
+        "ray_nodes": merge_node_counts(*(p.node_counts() for p in passes)),
+        "units": {p.stage: p.total for p in passes},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
