@@ -37,6 +37,7 @@ class AdaptUnit:
     run_dir: str
     data_dir: str | None
     storage_options: dict[str, Any] | None
+    benchmark_options: dict[str, Any] | None = None  # generic files' conventions by name
 
 
 @dataclass
@@ -54,6 +55,7 @@ def plan_units(
     run_dir: str,
     data_dir: str | None,
     storage_options: dict[str, Any] | None,
+    benchmark_options: dict[str, Any] | None = None,
 ) -> list[AdaptUnit]:
     """Benchmark-major units; seasonal naive rides with each benchmark's first mode."""
     units = []
@@ -61,18 +63,19 @@ def plan_units(
         for i, mode in enumerate(cfg.modes):
             baselines = tuple(b for b in cfg.baselines if b != "seasonal_naive" or i == 0)
             unit_cfg = cfg.model_copy(update={"modes": (mode,), "baselines": baselines})
-            units.append(AdaptUnit(name, mode, unit_cfg, checkpoint, run_dir, data_dir, storage_options))
+            units.append(AdaptUnit(name, mode, unit_cfg, checkpoint, run_dir, data_dir, storage_options,
+                                   benchmark_options))
     return units
 
 
 def run_unit(unit: AdaptUnit) -> AdaptUnitResult:
     """Load the benchmark and run its mode; a failure is returned with its reason (last line of the error)."""
-    from adaptation.datasets import resolve_benchmark
+    from adaptation.benchmark_options import load_benchmark
     from adaptation.harness import run_adaptation
 
     say = logging.getLogger("adaptation").info
     try:
-        dataset = resolve_benchmark(unit.benchmark, unit.data_dir, storage_options=unit.storage_options)
+        dataset = load_benchmark(unit.benchmark, unit.data_dir, unit.benchmark_options, unit.storage_options)
         say(f"{dataset.name} ({unit.mode}): {dataset.num_steps} steps x {dataset.num_nodes} nodes at {dataset.freq}")
         result = run_adaptation(
             unit.checkpoint, dataset, unit.cfg, unit.run_dir, unit.storage_options, log=say, write_table=False
@@ -124,9 +127,10 @@ def adapt_benchmarks(
     data_dir: str | None = None,
     storage_options: dict[str, Any] | None = None,
     max_in_flight: int | None = None,
+    benchmark_options: dict[str, Any] | None = None,
 ) -> tuple[list[AdaptUnitResult], dict[str, int]]:
     """Run every (benchmark, mode) unit on Ray; returns the unit results in unit order and ``ray_nodes``."""
-    units = plan_units(benchmarks, cfg, checkpoint, run_dir, data_dir, storage_options)
+    units = plan_units(benchmarks, cfg, checkpoint, run_dir, data_dir, storage_options, benchmark_options)
     tally: StageRun[Any] = StageRun(STAGE, len(units))
     results = list(
         run_units(

@@ -179,3 +179,43 @@ def write_results_table(
     _, csv_path = filesystem(csv_url, storage_options)
     write_bytes_atomic(fs, csv_path, buffer.getvalue().encode())
     return {"markdown": md_url, "csv": csv_url}
+
+
+HEADLINE_METRICS = ("mae", "rmse", "crps", "coverage_80", "coverage_98")
+
+
+def run_records(run_dir: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every run record (``<benchmark>/<run>/metrics.json``) under an adaptation run folder, in path order."""
+    fs, path = filesystem(run_dir, storage_options)
+    records = []
+    for file in sorted(fs.glob(join(path, "*", "*", "metrics.json"))):
+        with fs.open(file, "rb") as fh:
+            records.append(json.loads(fh.read()))
+    return records
+
+
+def track_adaptation(
+    run_dir: str, run_id: str, tracking: Any = None, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Mirror an adaptation run into TensorBoard (``run_dir/tensorboard``) and MLflow when the profile asks.
+
+    Per run (``benchmark/method-mode-IN-OUT``): the training and validation loss per step, then the test
+    metrics at the last step, so the curves and the final numbers sit side by side.
+    """
+    from infra.tracking import open_sinks
+
+    records = run_records(run_dir, storage_options)
+    if not records:
+        return
+    sinks = open_sinks(tracking, run_dir, f"adapt-{run_id}", {"run_id": run_id, "runs": len(records)},
+                       storage_options)
+    try:
+        for rec in records:
+            tag = f"{rec['benchmark']}/{rec['method']}-{rec['mode']}-{rec['input_len']}to{rec['output_len']}"
+            history = (rec.get("training") or {}).get("history") or []
+            for point in history:
+                sinks.scalars(int(point["step"]), {f"{tag}/{k}": v for k, v in point.items() if k != "step"})
+            last = int(history[-1]["step"]) if history else 0
+            sinks.scalars(last, {f"{tag}/test_{k}": rec["metrics"].get(k) for k in HEADLINE_METRICS})
+    finally:
+        sinks.close()

@@ -6,23 +6,22 @@ process is connected to and returns the rows of the results table. The run folde
 ``{out}/runs/adapt/{run_id}``: one sub-folder per benchmark and run,
 ``results.md`` / ``results.csv`` across benchmarks (failed benchmarks as ``status=failed`` rows with the
 reason) and ``run.json`` (checkpoint, benchmarks, config, code version). The results table is also a
-Prefect markdown artifact.
+Prefect table artifact, and the runs' losses and metrics are mirrored to TensorBoard (``tensorboard/``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 
-from adaptation.config import ALL_MODES, AdaptConfig
+from adaptation.config import AdaptConfig
 from adaptation.fanout import adapt_benchmarks, ordered_rows
-from adaptation.outputs import results_markdown, write_json, write_results_table
+from adaptation.outputs import RESULT_COLUMNS, track_adaptation, write_json, write_results_table
 from infra.fingerprint import code_version, stable_hash
 from infra.storage import join
+from pipelines.reporting import table_artifact
 
 RUNS_FOLDER = ("runs", "adapt")
 ARTIFACT_KEY = "adapt-results"
@@ -62,6 +61,8 @@ def adapt_flow(
     data_dir: str | None = None,
     storage_options: dict[str, Any] | None = None,
     parallel: int | None = 1,
+    benchmark_options: dict[str, Any] | None = None,
+    tracking: Any = None,
 ) -> dict[str, Any]:
     """Adapt ``checkpoint`` to every benchmark, one Ray task per (benchmark, mode); returns the run folder,
     table URLs, rows, failures and the units each Ray node ran."""
@@ -82,7 +83,8 @@ def adapt_flow(
         storage_options,
     )
     results, ray_nodes = adapt_benchmarks(
-        benchmarks, cfg, checkpoint, run_dir, data_dir, storage_options, max_in_flight=parallel
+        benchmarks, cfg, checkpoint, run_dir, data_dir, storage_options, max_in_flight=parallel,
+        benchmark_options=benchmark_options,
     )
     rows = ordered_rows(results, cfg)
     for bench in dict.fromkeys(str(r["benchmark"]) for r in rows):
@@ -95,11 +97,9 @@ def adapt_flow(
             rows.append(_failure_row(res.benchmark, res.error, res.mode))
             print(f"benchmark {res.benchmark} ({res.mode}) failed: {res.error}")
     tables = write_results_table(run_dir, rows, storage_options)
-    create_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=f"# STA results, run {run_id}\n\n" + results_markdown(rows),
-        description=f"STA adaptation results of run {run_id}",
-    )
+    track_adaptation(run_dir, run_id, tracking, storage_options)
+    table_artifact(ARTIFACT_KEY, rows, [c for c in RESULT_COLUMNS if any(c in r for r in rows)],
+                   f"STA adaptation results of run {run_id}")
     return {
         "run_id": run_id, "run_dir": run_dir, "tables": tables, "rows": rows, "failures": failures,
         "ray_nodes": ray_nodes,
@@ -112,93 +112,3 @@ def run_adapt_flow(parallel: int | None = 1, **kwargs: Any) -> dict[str, Any]:
     if parallel is not None and parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
     return adapt_flow(parallel=parallel, **kwargs)
-
-
-def build_config(
-    mode: str,
-    horizon: str | None,
-    config_path: str | None,
-    overrides: list[str] | None,
-) -> AdaptConfig:
-    """AdaptConfig from an optional YAML file, then ``key=value`` overrides, then ``--mode``/``--horizon``."""
-    import yaml
-
-    from infra.config import validate_config
-
-    data: dict[str, Any] = {}
-    source = "adapt options"
-    if config_path:
-        from infra.storage import open_input
-
-        with open_input(config_path) as fh:
-            loaded = yaml.safe_load(fh.read()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{config_path}: an adapt config must be a mapping of AdaptConfig fields")
-        data.update(loaded)
-        source = config_path
-    for pair in overrides or []:
-        if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: expected key=value")
-        key, value = pair.split("=", 1)
-        data[key.strip()] = yaml.safe_load(value)
-    modes = [m.strip() for m in mode.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in ALL_MODES]
-    if unknown or not modes:
-        raise ValueError(f"--mode {mode!r}: expected a comma list of {', '.join(ALL_MODES)}")
-    data["modes"] = modes
-    if horizon:
-        pairs = []
-        for item in horizon.split(","):
-            parts = item.replace("->", ":").split(":")
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-                raise ValueError(f"--horizon {item!r}: expected IN:OUT, e.g. 96:96")
-            pairs.append((int(parts[0]), int(parts[1])))
-        data["horizons"] = pairs
-    return validate_config(AdaptConfig, data, source)
-
-
-def adapt_command(
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Backbone checkpoint folder (path or URL)")],
-    benchmarks: Annotated[
-        str, typer.Option(help="Comma list: names (etth2, pems08, synthetic-traffic) or paths")
-    ],
-    mode: Annotated[str, typer.Option(help="zero, few, full, or a comma list")] = "few",
-    out: Annotated[str | None, typer.Option("--out", help="Storage root (default: the profile's)")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Folder holding benchmark files")] = None,
-    horizon: Annotated[
-        str | None, typer.Option(help="IN:OUT pairs, e.g. 12:12,96:96 (default by frequency)")
-    ] = None,
-    config: Annotated[str | None, typer.Option(help="YAML file of AdaptConfig fields")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="AdaptConfig override key=value")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run id (default: time + config hash)")] = None,
-    parallel: Annotated[int, typer.Option(help="Benchmarks adapted at the same time")] = 1,
-    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile name or YAML path")] = "local",
-) -> dict[str, Any]:
-    """Adapt a checkpoint to benchmarks (zero/few/full-shot, baselines); prints the results path last."""
-    from pipelines.profile import load_profile
-
-    prof = load_profile(profile)
-    root = out or prof.storage.root
-    try:
-        cfg = build_config(mode, horizon, config, set_)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
-    if not names:
-        raise typer.BadParameter("no benchmark named", param_hint="--benchmarks")
-    result = run_adapt_flow(
-        parallel=parallel,
-        checkpoint=checkpoint,
-        benchmarks=names,
-        cfg=cfg,
-        out=root,
-        run_id=run_id,
-        data_dir=data_dir,
-        storage_options=prof.storage.options or None,
-    )
-    for name, reason in result["failures"].items():
-        typer.echo(f"FAILED {name}: {reason}", err=True)
-    typer.echo(result["tables"]["markdown"])
-    if result["failures"]:
-        raise typer.Exit(code=1)
-    return result
