@@ -37,6 +37,11 @@ class IngestConfig(StrictModel):
     part_max_rows: int = Field(100_000, ge=1, description="Rows per Parquet part at most")
     part_max_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="In-memory bytes per part at most")
     batch_rows: int = Field(2048, ge=1, description="Series buffered before they are converted to Arrow")
+    chunk_bytes: int = Field(
+        64 * 1024 * 1024, ge=1,
+        description="Large uncompressed text inputs are cut into work units of about this many bytes (LOTSA shards "
+        "into runs of batches); an execution setting: it changes neither the version id nor the output",
+    )
     retries: int = Field(2, ge=0, description="Retries of a source task on transient I/O errors")
     retry_delay_seconds: float = Field(2.0, ge=0)
     sources: list[SourceConfig] = Field(default_factory=list)

@@ -17,18 +17,22 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from corpus.config import IngestConfig, SourceConfig
 from corpus.errors import MalformedInputError
 from corpus.schema import CANONICAL_SCHEMA, DUPLICATES_SCHEMA, QUARANTINE_SCHEMA, RawSeries, content_hash
-from corpus.sources.registry import get_connector
+from corpus.sources.registry import IngestUnit, get_connector
 from infra.fingerprint import code_version, file_fingerprint, stable_hash
-from infra.storage import filesystem, to_url
+from infra.stage_runtime import StageRun, StageWorkError, run_units
+from infra.storage import filesystem, join, open_atomic, to_url
 from infra.versions import DatasetVersion, VersionWriter, find_version
 
 log = logging.getLogger(__name__)
 
 CORPUS_PREFIX = "corpus"
+WORK_FOLDER = "_work/ingest"  # under the storage root, so every node of a cluster sees the units' files
+UNIT_COMPRESSION = "lz4"
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,11 @@ def validate_series(values: np.ndarray, min_length: int) -> str | None:
 
 
 class _ColumnBuffer:
-    """Accumulate series as columns and hand them over as one Arrow batch (no per-value Python work)."""
+    """Accumulate rows as columns and hand them over as one Arrow batch (no per-value Python work)."""
 
-    def __init__(self) -> None:
-        self.rows: dict[str, list[Any]] = {n: [] for n in CANONICAL_SCHEMA.names if n != "target"}
+    def __init__(self, schema: pa.Schema = CANONICAL_SCHEMA) -> None:
+        self.schema = schema
+        self.rows: dict[str, list[Any]] = {n: [] for n in schema.names if n != "target"}
         self.targets: list[np.ndarray] = []
 
     def __len__(self) -> int:
@@ -136,74 +141,177 @@ class _ColumnBuffer:
         values = np.concatenate(self.targets) if self.targets else np.zeros(0, np.float32)
         target = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
         arrays = []
-        for field in CANONICAL_SCHEMA:
+        for field in self.schema:
             if field.name == "target":
                 arrays.append(target)
             else:
                 arrays.append(pa.array(self.rows[field.name], type=field.type))
-        self.__init__()
-        return pa.RecordBatch.from_arrays(arrays, schema=CANONICAL_SCHEMA)
+        self.__init__(self.schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def _quarantine_row(series_id: str, raw: RawSeries, reason: str, values: np.ndarray) -> dict[str, Any]:
-    return {"series_id": series_id, "input": raw.input, "reason": reason, "length": len(values), "target": values}
+def prepared_batches(series: Iterator[RawSeries], source: SourceConfig, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
+    """The per-series half of ingestion, which needs no other series: validate, convert, hash.
 
-
-def canonical_rows(
-    series: Iterator[RawSeries], source: SourceConfig, cfg: IngestConfig, stats: dict[str, Any],
-    quarantine: list[dict[str, Any]], duplicates: list[dict[str, Any]],
-) -> Iterator[pa.RecordBatch]:
-    """Validate, dedupe and convert a connector's series into canonical batches; bad ones go to ``quarantine``."""
-    seen_hashes: dict[str, str] = {}
-    seen_ids: set[str] = set()
-    buffer = _ColumnBuffer()
+    Each row is either a candidate (``reason`` null) or bound for quarantine with its reason; rows keep the
+    connector's order, so the order-dependent half (:class:`_Admission`) sees exactly the stream it would
+    have seen in one process. This is what a work unit's task runs.
+    """
+    buffer = _ColumnBuffer(UNIT_SCHEMA)
     for raw in series:
-        series_id = f"{source.name}/{raw.item_id}"
         values = np.asarray(raw.target, dtype=np.float32)
         if values.ndim != 1:
             raise MalformedInputError(raw.input, f"item {raw.item_id}", f"target has shape {values.shape}, not 1-D")
-        raw_values = np.asarray(raw.target, dtype=np.float64)
-        reason = validate_series(raw_values, cfg.min_length)
+        reason = validate_series(np.asarray(raw.target, dtype=np.float64), cfg.min_length)
         if reason is None and np.isinf(values).any():  # finite float64 that overflows float32
             reason = "value out of float32 range"
-        if reason is None and series_id in seen_ids:
-            reason = "duplicate series id"
-        if reason is not None:
-            quarantine.append(_quarantine_row(series_id, raw, reason, values))
-            continue
-        seen_ids.add(series_id)
-        digest = content_hash(values)
-        if digest in seen_hashes:
-            duplicates.append({"series_id": series_id, "duplicate_of": seen_hashes[digest], "content_hash": digest})
-            continue
-        seen_hashes[digest] = series_id
-        freq = source.freq or raw.freq
-        if freq is not None:
-            try:
-                check_freq(freq)
-            except ValueError as exc:
-                raise MalformedInputError(raw.input, f"item {raw.item_id}", str(exc)) from None
-        start = raw.start
-        if start is not None and not isinstance(start, datetime):
-            raise MalformedInputError(raw.input, f"item {raw.item_id}", f"start {start!r} is not a timestamp")
-        buffer.add(
-            values,
-            series_id=series_id,
-            source=source.name,
-            domain=source.domain,
-            freq=freq,
-            start=start,
-            length=len(values),
-            content_hash=digest,
-            attributes=json.dumps(raw.attributes, sort_keys=True, default=str) if raw.attributes else None,
-        )
-        stats["series"] += 1
-        stats["points"] += len(values)
-        stats["missing_points"] += int(np.isnan(values).sum())
+        row: dict[str, Any] = {"series_id": f"{source.name}/{raw.item_id}", "input": raw.input, "reason": reason,
+                               "length": len(values), "source": source.name, "domain": source.domain,
+                               "freq": None, "start": None, "content_hash": None, "attributes": None, "missing": 0}
+        if reason is None:
+            start = raw.start
+            if start is not None and not isinstance(start, datetime):
+                raise MalformedInputError(raw.input, f"item {raw.item_id}", f"start {start!r} is not a timestamp")
+            row.update(
+                freq=source.freq or raw.freq,
+                start=start,
+                content_hash=content_hash(values),
+                attributes=json.dumps(raw.attributes, sort_keys=True, default=str) if raw.attributes else None,
+                missing=int(np.isnan(values).sum()),
+            )
+        buffer.add(values, **row)
         if len(buffer) >= cfg.batch_rows:
             yield buffer.to_batch()
     if len(buffer):
         yield buffer.to_batch()
+
+
+# A work unit's output: canonical columns (nullable, empty for quarantined rows) plus why and where from.
+UNIT_SCHEMA = pa.schema(
+    [pa.field(f.name, f.type) for f in CANONICAL_SCHEMA]
+    + [pa.field("reason", pa.string()), pa.field("input", pa.string()), pa.field("missing", pa.int64())]
+)
+_ADMITTED = [f.name for f in CANONICAL_SCHEMA if f.name != "target"]
+
+
+class _Admission:
+    """The order-dependent half of ingestion, run once in the driver over every unit's rows in unit order.
+
+    Duplicate series ids are quarantined, repeated contents recorded as duplicates of their first series, and
+    admitted rows rebuilt into batches of ``batch_rows`` exactly as a single stream would have made them, so
+    the parts' bytes do not depend on how the input was cut into units.
+    """
+
+    def __init__(self, source: SourceConfig, cfg: IngestConfig) -> None:
+        self.source, self.cfg = source, cfg
+        self.stats: dict[str, Any] = {"series": 0, "points": 0, "missing_points": 0}
+        self.quarantine: list[dict[str, Any]] = []
+        self.duplicates: list[dict[str, Any]] = []
+        self.seen_hashes: dict[str, str] = {}
+        self.seen_ids: set[str] = set()
+        self.buffer = _ColumnBuffer()
+
+    def admit(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        """Take one batch of prepared rows; yield every canonical batch that fills up."""
+        cols = {name: batch.column(name).to_pylist() for name in (*_ADMITTED, "reason", "input", "missing")}
+        target = batch.column("target")
+        offsets = target.offsets.to_numpy()
+        flat = target.values.to_numpy(zero_copy_only=False)
+        for i, series_id in enumerate(cols["series_id"]):
+            values = flat[offsets[i] : offsets[i + 1]]
+            reason = cols["reason"][i] or ("duplicate series id" if series_id in self.seen_ids else None)
+            if reason is not None:
+                self.quarantine.append({"series_id": series_id, "input": cols["input"][i], "reason": reason,
+                                        "length": len(values), "target": values})
+                continue
+            self.seen_ids.add(series_id)
+            digest = cols["content_hash"][i]
+            if digest in self.seen_hashes:
+                self.duplicates.append(
+                    {"series_id": series_id, "duplicate_of": self.seen_hashes[digest], "content_hash": digest}
+                )
+                continue
+            self.seen_hashes[digest] = series_id
+            self._check_freq(cols["freq"][i], cols["input"][i], series_id)
+            self.buffer.add(values, **{name: cols[name][i] for name in _ADMITTED})
+            self.stats["series"] += 1
+            self.stats["points"] += len(values)
+            self.stats["missing_points"] += cols["missing"][i]
+            if len(self.buffer) >= self.cfg.batch_rows:
+                yield self.buffer.to_batch()
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        """The last, partly filled batch."""
+        if len(self.buffer):
+            yield self.buffer.to_batch()
+
+    def _check_freq(self, freq: str | None, where: str, series_id: str) -> None:
+        if freq is None:
+            return
+        try:
+            check_freq(freq)
+        except ValueError as exc:
+            item = series_id.split("/", 1)[1]
+            raise MalformedInputError(where, f"item {item}", str(exc)) from None
+
+    def side_tables(self) -> dict[str, pa.Table]:
+        return {
+            "quarantine": pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA),
+            "duplicates": pa.Table.from_pylist(self.duplicates, schema=DUPLICATES_SCHEMA),
+        }
+
+    def final_stats(self) -> dict[str, Any]:
+        return {
+            **self.stats,
+            "quarantined": len(self.quarantine),
+            "duplicates": len(self.duplicates),
+            "quarantine_reasons": _count_reasons(self.quarantine),
+        }
+
+
+def canonical_rows(
+    series: Iterator[RawSeries], source: SourceConfig, cfg: IngestConfig, admission: _Admission
+) -> Iterator[pa.RecordBatch]:
+    """Both halves over one in-process stream: the canonical batches a single process would write."""
+    for batch in prepared_batches(series, source, cfg):
+        yield from admission.admit(batch)
+    yield from admission.finish()
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """What one Ray task needs to turn a work unit into its prepared-rows file (all of it picklable)."""
+
+    unit: IngestUnit
+    kind: str
+    options: Any
+    source: SourceConfig
+    cfg: IngestConfig
+    url: str  # the unit's file under {root}/_work/ingest/...
+    storage_options: dict[str, Any]
+
+
+def run_unit(job: UnitJob) -> int:
+    """A Ray task: read one unit, prepare its rows, write them to ``job.url`` atomically; returns the rows.
+
+    Idempotent (a re-run after a lost node rewrites the same file), and bounded in memory: rows stream
+    through in batches of ``batch_rows``.
+    """
+    connector = get_connector(job.kind)
+    fs, path = filesystem(job.url, job.storage_options)
+    series = connector.read_unit(job.unit, job.options, job.storage_options)
+    rows = 0
+    try:
+        with open_atomic(fs, path) as fh, pq.ParquetWriter(fh, UNIT_SCHEMA, compression=UNIT_COMPRESSION) as out:
+            for batch in prepared_batches(series, job.source, job.cfg):
+                out.write_batch(batch)
+                rows += batch.num_rows
+    except MalformedInputError as exc:
+        if job.unit.chunks == 1:
+            raise
+        chunk = f"chunk {job.unit.chunk + 1} of {job.unit.chunks}"
+        raise MalformedInputError(exc.file, f"{exc.where} ({chunk})", exc.reason) from None
+    return rows
 
 
 def ingest_source(
@@ -215,13 +323,17 @@ def ingest_source(
 ) -> IngestResult:
     """Ingest one source into a new version under ``root``, or return the existing one if nothing changed.
 
-    ``on_progress(series, points)`` is called after every batch, for progress bars.
+    The connector's work units (files, chunks of large files) run as Ray tasks, each writing its prepared rows
+    under ``{root}/_work/ingest/``; the driver then admits them in unit order and writes the version, so the
+    parts are the same bytes however many units, nodes or processes did the work. ``on_progress(series,
+    points)`` is called after every batch, for progress bars.
     """
     connector = get_connector(source.kind)
     raw_options = dict(source.options)
     if source.freq and "freq" in connector.options_model.model_fields and "freq" not in raw_options:
         raw_options["freq"] = source.freq  # so connectors that check dates against a grid use the user's freq
     options = connector.parse_options(raw_options)
+    so = dict(storage_options or {})
     inputs = input_fingerprints(source.paths, storage_options)
     version_id = version_id_for(source, cfg, inputs)
     existing = find_version(root, dataset_name(source), version_id, storage_options)
@@ -229,24 +341,25 @@ def ingest_source(
         log.info("source %s unchanged: reusing %s", source.name, existing.url)
         return IngestResult(source.name, existing, reused=True)
 
+    units = connector.plan(source.paths, options, so, cfg.chunk_bytes)
+    work = join(root, WORK_FOLDER, dataset_name(source), version_id)
+    jobs = [UnitJob(u, source.kind, options, source, cfg, join(work, f"unit-{i:05d}.parquet"), so)
+            for i, u in enumerate(units)]
     writer = VersionWriter(
         root, dataset_name(source), version_id, CANONICAL_SCHEMA, storage_options,
         part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes,
     )
-    stats: dict[str, Any] = {"series": 0, "points": 0, "missing_points": 0}
-    quarantine: list[dict[str, Any]] = []
-    duplicates: list[dict[str, Any]] = []
+    admission = _Admission(source, cfg)
+    tally: StageRun[int] = StageRun(f"ingest {source.name}", len(jobs))
     try:
-        series = connector.read(source.paths, options, dict(storage_options or {}))
-        for batch in canonical_rows(series, source, cfg, stats, quarantine, duplicates):
+        _clear(work, so)  # what a crashed run of this version left
+        for batch in _admitted(jobs, admission, tally):
             writer.write(batch)
             if on_progress is not None:
-                on_progress(stats["series"], stats["points"])
-        writer.write_side_table("quarantine", pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
-        writer.write_side_table("duplicates", pa.Table.from_pylist(duplicates, schema=DUPLICATES_SCHEMA))
-        stats["quarantined"] = len(quarantine)
-        stats["duplicates"] = len(duplicates)
-        stats["quarantine_reasons"] = _count_reasons(quarantine)
+                on_progress(admission.stats["series"], admission.stats["points"])
+        for name, table in admission.side_tables().items():
+            writer.write_side_table(name, table)
+        stats = admission.final_stats() | {"units": len(units), "ray_nodes": tally.node_counts()}
         version = writer.commit(
             config={"source": source.model_dump(), "ingest": cfg.model_dump(exclude={"sources"})},
             inputs=inputs,
@@ -256,9 +369,43 @@ def ingest_source(
     except BaseException:
         writer.abort()
         raise
-    if quarantine:
-        log.warning("source %s: %d series quarantined (%s)", source.name, len(quarantine), stats["quarantine_reasons"])
+    finally:
+        _clear(work, so)
+    if admission.quarantine:
+        log.warning("source %s: %d series quarantined (%s)", source.name, len(admission.quarantine),
+                    stats["quarantine_reasons"])
     return IngestResult(source.name, version, reused=False)
+
+
+def _admitted(jobs: list[UnitJob], admission: _Admission, tally: StageRun[int]) -> Iterator[pa.RecordBatch]:
+    """Run the units on Ray and stream each unit's file through ``admission`` in unit order, then drop it.
+
+    A unit that fails for bad input fails the source with the connector's own error (file, line, reason,
+    and the chunk when the file was cut); any other lasting failure is the runtime's error naming the unit.
+    """
+    results = run_units(
+        run_unit, jobs, stage=tally.stage, describe=lambda _i, job: job.unit.label(), progress=False, tally=tally
+    )
+    try:
+        for job, _rows in zip(jobs, results, strict=True):
+            fs, path = filesystem(job.url, job.storage_options)
+            with fs.open(path, "rb") as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=admission.cfg.batch_rows):
+                    yield from admission.admit(batch)
+            fs.rm(path)
+    except StageWorkError as exc:
+        cause = getattr(exc.__cause__, "cause", None)
+        if isinstance(cause, MalformedInputError):  # bad input stays bad input: file, line and reason
+            raise MalformedInputError(cause.file, cause.where, cause.reason) from None
+        raise
+    yield from admission.finish()
+
+
+def _clear(url: str, storage_options: dict[str, Any]) -> None:
+    """Remove a work folder (its files are only ever read by this run)."""
+    fs, path = filesystem(url, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _count_reasons(quarantine: list[dict[str, Any]]) -> dict[str, int]:
