@@ -55,13 +55,18 @@ def cluster(s3_server) -> Iterator[Any]:
             os.environ[k] = v
 
 
+RESULT = "RESULT: "  # python drivers mark their result line: Ray's own messages reach stdout too
+
+
 def run_driver(args: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    """Run a driver process to completion; its last stdout line is its result."""
+    """Run a driver process to completion; returns its ``RESULT:`` line (or its last stdout line)."""
     proc = subprocess.run(
         args, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, f"{args[:3]} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-    return proc.stdout.strip().splitlines()[-1]
+    lines = proc.stdout.strip().splitlines()
+    marked = [line[len(RESULT):] for line in lines if line.startswith(RESULT)]
+    return marked[-1] if marked else lines[-1]
 
 
 def python_driver(code: str) -> list[str]:
@@ -140,7 +145,7 @@ def _alive_nodes(cluster: Any) -> list[dict[str, Any]]:
     code = f"""
     import json, ray
     ray.init(address={cluster.address!r}, log_to_driver=False)
-    print(json.dumps([n for n in ray.nodes() if n["Alive"]]))
+    print("RESULT: " + json.dumps([n for n in ray.nodes() if n["Alive"]]))
     """
     return json.loads(run_driver(python_driver(code)))
 
@@ -179,7 +184,7 @@ def run_with_node_killed(cluster: Any, args: list[str]) -> tuple[str, list[str]]
 SYNTH = """
 from corpus.kernelsynth import KernelSynthConfig, synthesize
 cfg = KernelSynthConfig(n_series=1200, length=512, seed=5, chunk_size=40, part_rows=100)
-print(synthesize(cfg, {root!r}, {{"endpoint_url": {endpoint!r}}}, progress=False).url)
+print("RESULT: " + synthesize(cfg, {root!r}, {{"endpoint_url": {endpoint!r}}}, progress=False).url)
 """
 
 BALANCE = """
@@ -187,7 +192,7 @@ from corpus.blast.balance import balance
 from corpus.blast.config import BlastConfig
 cfg = BlastConfig(min_length=128, window=512, umap_min_sample=200, umap_n_neighbors=15, grid_size=10,
                   n_samples=400, sample_length=512, shard_rows=100, mixup_rate=0.2, feature_batch_rows=32, seed=5)
-print(balance([{corpus!r}], cfg, {root!r}, {{"endpoint_url": {endpoint!r}}}, progress=False).url)
+print("RESULT: " + balance([{corpus!r}], cfg, {root!r}, {{"endpoint_url": {endpoint!r}}}, progress=False).url)
 """
 
 
@@ -252,7 +257,7 @@ def test_one_click_on_the_cluster_matches_the_embedded_sta(cluster, s3_server, r
     cfg = AdaptConfig(**{json.dumps(profile["adapt"])})
     res = run_adapt_flow(parallel=None, checkpoint={checkpoint!r}, benchmarks=["synthetic-traffic", "synthetic-grid"],
                          cfg=cfg, out={str(tmp_path / "embedded")!r}, storage_options={s3!r})
-    print(json.dumps(res["rows"], default=str))
+    print("RESULT: " + json.dumps(res["rows"], default=str))
     """
     embedded_rows = json.loads(run_driver(python_driver(code), env={"RAY_ADDRESS": ""}))
     assert len(embedded_rows) == len(cluster_rows) == 8  # 2 benchmarks x (zero, few, scratch-few, naive)
