@@ -62,4 +62,5 @@ def test_deploy_all_registers_the_three_jobs_with_the_nightly_schedule(prefect_s
     nightly = deployments["nightly-corpus-refresh"]
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert nightly["parameters"] == {"profile": "local"}
+    assert nightly["concurrency_limit"] == 1  # overlapping nightly refreshes wait for each other
     assert all(d["work_pool_name"] == "factost-process" for d in deployments.values())
