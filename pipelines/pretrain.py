@@ -39,20 +39,22 @@ def pretrain_task(
 
 
 def run_summary(final_url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Last step, last loss and throughput of the run whose final checkpoint is ``final_url``."""
-    from training.metrics import read_metrics, step_records
+    """Last step, last loss, throughput and worker restarts of the run whose final checkpoint is ``final_url``."""
+    from training.metrics import count_restarts, read_metrics, step_records
     from training.trainer import RunPaths
 
     # final_url = {out_root}/checkpoints/{run_name}/final
     run_name = final_url.rstrip("/").rsplit("/", 2)[-2]
     out_root = final_url.rstrip("/").rsplit("/", 3)[0]
-    records = step_records(read_metrics(RunPaths.make(out_root, run_name).metrics_url, storage_options))
+    lines = read_metrics(RunPaths.make(out_root, run_name).metrics_url, storage_options)
+    records = step_records(lines)
     tail = records[-min(len(records), 10):]
     return {
         "run": run_name,
         "steps": records[-1]["step"] if records else 0,
         "final loss (mean of last 10)": sum(r["loss"] for r in tail) / len(tail) if tail else float("nan"),
         "tokens/s (mean of last 10)": sum(r["tokens_per_s"] for r in tail) / len(tail) if tail else float("nan"),
+        "restarts": count_restarts(lines),
         "checkpoint": final_url,
     }
 

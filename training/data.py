@@ -227,15 +227,21 @@ class ExactBatches:
     """Exactly ``batch_size``-row batches from Ray's torch batches, skipping to a data position first.
 
     Skips windows of epochs before ``skip_epoch`` and the first ``skip_rows`` windows of ``skip_epoch`` (a resumed
-    worker's share), counts the windows passed per epoch (``passed``), and re-chunks when a skip left a partial
-    batch. A final partial batch is dropped, as every worker has the same number of rows (even split).
+    worker's share), or the first ``skip_first`` windows of the stream whatever their epoch (a worker restarted on
+    the same dataset: its stream repeats, so its own count is exact), counts the windows passed per epoch
+    (``passed``), and re-chunks when a skip left a partial batch. A final partial batch is dropped, as every worker
+    has the same number of rows (even split).
     """
 
-    def __init__(self, batches: Iterator[dict[str, Any]], batch_size: int, skip_epoch: int = 0, skip_rows: int = 0):
+    def __init__(
+        self, batches: Iterator[dict[str, Any]], batch_size: int, skip_epoch: int = 0, skip_rows: int = 0,
+        skip_first: int = 0,
+    ):
         self._it = iter(batches)
         self.batch_size = batch_size
         self.skip_epoch = skip_epoch
         self._skip_left = skip_rows
+        self._skip_first = skip_first
         self._carry: dict[str, Any] | None = None
         self.passed: dict[int, int] = {}
 
@@ -249,6 +255,10 @@ class ExactBatches:
 
         epoch = batch["epoch"]
         keep = epoch >= self.skip_epoch
+        if self._skip_first > 0:
+            n = min(self._skip_first, int(keep.numel()))
+            keep[:n] = False
+            self._skip_first -= n
         if self._skip_left > 0:
             in_skip = torch.nonzero(epoch == self.skip_epoch).flatten()
             drop = in_skip[: self._skip_left]

@@ -9,7 +9,8 @@ config) and ``TorchBackend`` (a bare AdamW, for single-process runs and the benc
 (NCCL): the same code. Checkpoints hold every rank's DeepSpeed state (``engine.save_checkpoint``), the model in
 ``save_pretrained`` form (``model/``) and ``train_state.json`` (step, data position, lr); they are reported with
 ``ray.train.report`` to the run's storage. A rerun of the same run (same ``RunConfig(name, storage_path)``) gets
-the latest one from ``ray.train.get_checkpoint()`` and continues at its step, schedule position and data position.
+the latest one from ``ray.train.get_checkpoint()`` and continues at its step, schedule position and data position;
+so does the worker group Ray Train starts again in the same run after a worker died (``max_failures``).
 """
 
 from __future__ import annotations
@@ -261,6 +262,7 @@ class LoopSettings:
     storage_options: dict[str, Any]
     dataset_start_epoch: int
     run_name: str
+    launch_id: str | None = None  # one per driver call: tells a Ray Train restart from a rerun (MetricsWriter)
 
 
 def _set_torch_threads(cfg: PretrainConfig) -> None:
@@ -299,6 +301,21 @@ def _read_state(directory: str) -> dict[str, Any]:
     return state
 
 
+def _stream_skip(state: dict[str, Any], settings: LoopSettings, rank: int, world: int) -> int | None:
+    """Windows of its own stream this rank skips to go on exactly where it stopped, when the checkpoint was written
+    on this very dataset (a Ray Train restart inside one ``pretrain`` call) by as many workers; else None.
+
+    Why not the combined position: Ray Data deals the union of epochs to the workers block by block, so one
+    worker's stream can be in another epoch than its neighbour's. A rerun on a new dataset can only start from the
+    earliest epoch; the same dataset replays every worker's stream in the same order, so each rank's own count is
+    exact.
+    """
+    counts = state.get("stream_windows")
+    if not settings.launch_id or state.get("launch_id") != settings.launch_id or not counts or len(counts) != world:
+        return None
+    return int(counts[rank])
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: build the engine, resume if a checkpoint exists, train to ``cfg.steps``."""
     import deepspeed
@@ -322,6 +339,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     schedule = WSDSchedule.from_config(cfg)
     stack = contextlib.ExitStack()
     start_step, position, directory = 0, DataPosition(settings.dataset_start_epoch, 0), None
+    skip_first: int | None = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         directory = stack.enter_context(checkpoint.as_directory())  # downloaded once, loaded below
@@ -332,7 +350,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             log.warning("checkpoint data position %s precedes the dataset's first epoch %d; starting there",
                         position, settings.dataset_start_epoch)
             position = DataPosition(settings.dataset_start_epoch, 0)
-        log.info("rank %d resuming at step %d (lr %.3g, data %s)", rank, start_step, schedule(start_step), position)
+        skip_first = _stream_skip(state, settings, rank, world)
+        log.info("rank %d resuming at step %d (lr %.3g, data %s, own stream skip %s)", rank, start_step,
+                 schedule(start_step), position, skip_first)
+    writer = None
+    if rank == 0:  # first thing after the checkpoint: a restart is on record even if this attempt dies early
+        writer = MetricsWriter(settings.metrics_url, settings.storage_options,
+                               resume_step=start_step if checkpoint is not None else None, launch=settings.launch_id)
 
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     torch_batches = shard.iter_torch_batches(
@@ -344,7 +368,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         device="cpu",  # ExactBatches counts epochs on the host; run_step moves the batch to the device
         pin_memory=cfg.use_gpu,
     )
-    batches = ExactBatches(torch_batches, cfg.per_worker_batch, position.epoch, position.windows_into_epoch // world)
+    if skip_first is not None:
+        batches = ExactBatches(torch_batches, cfg.per_worker_batch, settings.dataset_start_epoch, 0, skip_first)
+    else:
+        batches = ExactBatches(torch_batches, cfg.per_worker_batch, position.epoch,
+                               position.windows_into_epoch // world)
     stream = FirstInBackground(batches)  # the pipeline starts up while DeepSpeed initialises
 
     torch.manual_seed(cfg.seed)  # identical init everywhere (DeepSpeed also broadcasts rank 0's weights)
@@ -358,13 +386,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.load_checkpoint(directory, tag=DS_TAG, load_lr_scheduler_states=False)
     log.info("rank %d/%d: DeepSpeed engine ready (ZeRO %d, %s)", rank, world, cfg.zero_stage, device)
 
-    writer = None
-    if rank == 0:
-        writer = MetricsWriter(settings.metrics_url, settings.storage_options,
-                               resume_step=start_step if checkpoint is not None else None)
-
     def save(step_done: int, metrics: dict[str, Any]) -> None:
-        pos = DataPosition.combine(_gather(dict(batches.passed)))
+        per_rank = _gather(dict(batches.passed))
+        pos = DataPosition.combine(per_rank)
         with tempfile.TemporaryDirectory(prefix="utp-ckpt-") as tmp:
             engine.save_checkpoint(tmp, tag=DS_TAG)
             if rank == 0:
@@ -372,6 +396,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 state = {
                     "format": STATE_FORMAT, "step": step_done, "data": pos.to_dict(), "world_size": world,
                     "next_lr": schedule(step_done) if step_done < cfg.steps else None, "run_name": settings.run_name,
+                    "launch_id": settings.launch_id, "stream_windows": [sum(c.values()) for c in per_rank],
                 }
                 Path(tmp, STATE_NAME).write_text(json.dumps(state, indent=2))
                 writer.flush()

@@ -1,16 +1,19 @@
 """Per-step training metrics as JSON lines, and the loss-curve PNG drawn from them.
 
-``metrics.jsonl`` is the run's record: one line per logged step (``step`` 1-based, ``loss``, ``lr``, ...) and
-event lines (``{"event": "resume", "step": ...}``). A resumed run first drops lines past its checkpoint's step
-(they were computed by updates the checkpoint does not hold and are about to be recomputed), so the file reads as
-one continuous run. Local files are appended and flushed line by line; object stores cannot append, so there the
-whole file is rewritten (one atomic PUT) at every flush.
+``metrics.jsonl`` is the run's record: one line per logged step (``step`` 1-based, ``loss``, ``lr``, ...,
+``attempt`` and ``restarts``) and event lines (``{"event": "start", ...}`` each time a worker group starts,
+``{"event": "resume", "step": ...}`` when it starts from a checkpoint). A resumed or restarted run first drops lines
+past its checkpoint's step (they were computed by updates the checkpoint does not hold and are about to be
+recomputed), so the file reads as one continuous run with one line per step. Local files are appended and flushed
+line by line; object stores cannot append, so there the whole file is rewritten (one atomic PUT) at every flush.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 from typing import Any
 
 from infra.storage import filesystem, is_local, write_bytes_atomic
@@ -43,18 +46,41 @@ def step_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if "event" not in r and "step" in r]
 
 
-class MetricsWriter:
-    """Writes ``metrics.jsonl``; ``resume_step`` keeps the lines up to that step and records a resume event."""
+def count_restarts(records: list[dict[str, Any]]) -> int:
+    """Worker-group restarts the run went through (by Ray Train after a worker failure, not by a rerun)."""
+    return sum(1 for r in records if r.get("event") == "start" and int(r.get("attempt", 1)) > 1)
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, resume_step: int | None = None):
+
+class MetricsWriter:
+    """Writes ``metrics.jsonl``; ``resume_step`` keeps the lines up to that step and records a resume event.
+
+    ``launch`` (an id the driver draws once per ``pretrain`` call) records a start event first: ``attempt`` counts
+    the worker-group starts of that launch, read back from the file, so a group that Ray Train starts again after
+    a worker died knows it is a restart even when the dead worker was the one writing this file. Every step line
+    then carries ``attempt`` and ``restarts`` (the run's restarts so far, over all launches).
+    """
+
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, resume_step: int | None = None,
+        launch: str | None = None,
+    ):
         self.url = url
         self.fs, self.path = filesystem(url, storage_options)
         self.local = is_local(self.fs)
         parent = self.path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         kept: list[dict[str, Any]] = []
+        if resume_step is not None or launch is not None:
+            upto = resume_step or 0  # a start without a checkpoint keeps only earlier start events (step 0)
+            kept = [r for r in read_metrics(url, storage_options) if int(r.get("step", 0)) <= upto]
+        self._stamp: dict[str, Any] = {}
+        if launch is not None:
+            attempt = 1 + sum(1 for r in kept if r.get("event") == "start" and r.get("launch") == launch)
+            restarts = count_restarts(kept) + (attempt > 1)
+            kept.append({"event": "start", "step": resume_step or 0, "launch": launch, "attempt": attempt,
+                         "restarts": restarts, "host": socket.gethostname(), "pid": os.getpid()})
+            self._stamp = {"attempt": attempt, "restarts": restarts}
         if resume_step is not None:
-            kept = [r for r in read_metrics(url, storage_options) if int(r.get("step", 0)) <= resume_step]
             kept.append({"event": "resume", "step": resume_step})
         self._records = kept
         self._write_all()
@@ -65,6 +91,7 @@ class MetricsWriter:
         write_bytes_atomic(self.fs, self.path, data)
 
     def append(self, record: dict[str, Any]) -> None:
+        record = {**record, **self._stamp}
         self._records.append(record)
         if self._fh is not None:
             self._fh.write(json.dumps(record, sort_keys=True) + "\n")

@@ -8,8 +8,11 @@ Layout under ``out_root`` (a local folder or ``s3://bucket/prefix``):
   with its ``checkpoint_*`` folders, and ``final/`` (``model.safetensors`` + ``config.json``), the result.
 
 Rerunning the same ``run_name`` resumes from the latest checkpoint (Ray Train V2 restores it by name and storage
-path); a finished run returns its ``final/`` URL without training. A run name reused with a different config or
-corpus is refused, naming what differs: resuming someone else's optimizer state would be silently wrong.
+path); a finished run returns its ``final/`` URL without training. Within one call, a worker that dies is replaced
+by Ray Train (``cfg.max_failures`` times) and the new worker group resumes the same way; ``metrics.jsonl`` records
+each such restart (start events with ``attempt`` > 1, ``restarts`` on every step line). A run name reused with a
+different config or corpus is refused, naming what differs: resuming someone else's optimizer state would be
+silently wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 import posixpath
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +32,7 @@ from training.config import PretrainConfig
 from training.data import DataPosition, build_dataset, open_corpus, planned_epochs, window_acceptance
 from training.deepspeed_config import deepspeed_env_vars
 from training.loop import MODEL_DIR, TRAIN_DATASET, LoopSettings, train_loop_per_worker
-from training.metrics import ProgressFollower
+from training.metrics import ProgressFollower, count_restarts, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +221,7 @@ def pretrain(
         ingest.preserve_order = True  # the window sequence, hence the data position, is deterministic
         settings = LoopSettings(
             metrics_url=paths.metrics_url, storage_options=dict(storage_options or {}),
-            dataset_start_epoch=position.epoch, run_name=run_name,
+            dataset_start_epoch=position.epoch, run_name=run_name, launch_id=uuid.uuid4().hex,
         )
         resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
         trainer = TorchTrainer(
@@ -248,11 +252,20 @@ def pretrain(
         if result.checkpoint is None:
             raise RuntimeError(f"pretraining run {run_name!r} ended without a checkpoint")
         checkpoint_dir = posixpath.basename(result.checkpoint.path.rstrip("/"))
+        _log_restarts(paths, storage_options, cfg.max_failures)
         url = _export_final(paths, checkpoint_dir, storage_options)
     finally:
         shutdown_ray(handle)
     _write_curve(paths, storage_options)
     return url
+
+
+def _log_restarts(paths: RunPaths, storage_options: dict[str, Any] | None, max_failures: int) -> None:
+    """Say on the driver that workers died and were replaced: the run succeeded, but the cluster is not healthy."""
+    restarts = count_restarts(read_metrics(paths.metrics_url, storage_options))
+    if restarts:
+        log.warning("run %s finished after %d worker restart(s) (max_failures=%d); see %s",
+                    paths.ray_run_url.rstrip("/").rsplit("/", 1)[-1], restarts, max_failures, paths.metrics_url)
 
 
 def _write_curve(paths: RunPaths, storage_options: dict[str, Any] | None) -> None:
