@@ -85,7 +85,10 @@ class PretrainConfig(BaseModel):
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     keep_checkpoints: int | None = Field(2, ge=1, description="Ray Train checkpoints kept (None: all)")
     log_every: int = Field(10, ge=1, description="steps between progress lines")
-    max_failures: int = Field(0, ge=-1, description="worker-failure restarts from the last checkpoint; -1: always")
+    max_failures: int = Field(
+        0, ge=-1, description="times Ray Train replaces a dead worker and resumes from the last checkpoint; "
+        "-1: always; 0 fails at once, right on one machine (configs/cluster.yaml sets 3)",
+    )
     data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
 
     @field_validator("betas")

@@ -301,7 +301,7 @@ def _read_state(directory: str) -> dict[str, Any]:
     return state
 
 
-def _stream_skip(state: dict[str, Any], settings: LoopSettings, rank: int, world: int) -> int | None:
+def stream_skip(state: dict[str, Any], settings: LoopSettings, rank: int, world: int) -> int | None:
     """Windows of its own stream this rank skips to go on exactly where it stopped, when the checkpoint was written
     on this very dataset (a Ray Train restart inside one ``pretrain`` call) by as many workers; else None.
 
@@ -350,7 +350,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             log.warning("checkpoint data position %s precedes the dataset's first epoch %d; starting there",
                         position, settings.dataset_start_epoch)
             position = DataPosition(settings.dataset_start_epoch, 0)
-        skip_first = _stream_skip(state, settings, rank, world)
+        skip_first = stream_skip(state, settings, rank, world)
         log.info("rank %d resuming at step %d (lr %.3g, data %s, own stream skip %s)", rank, start_step,
                  schedule(start_step), position, skip_first)
     writer = None

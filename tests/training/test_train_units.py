@@ -24,7 +24,8 @@ from training.data import (
     write_sine_corpus,
 )
 from training.deepspeed_config import build_ds_config, deepspeed_env_vars
-from training.metrics import MetricsWriter, loss_curve_png, read_metrics, step_records
+from training.loop import LoopSettings, stream_skip
+from training.metrics import MetricsWriter, count_restarts, loss_curve_png, read_metrics, step_records
 
 SMALL = {"size": "minuscule", "steps": 20, "batch_size": 8, "context_length": 128, "max_horizon": 64}
 
@@ -142,6 +143,23 @@ def test_exact_batches_rechunk_and_skip_to_a_position() -> None:
     assert it.passed == {0: 8, 1: 11}  # windows passed per epoch (skipped ones included); 1 row left over
 
 
+def test_exact_batches_skip_the_first_windows_of_the_stream_whatever_their_epoch() -> None:
+    """A restarted worker replays its own stream: skipping its own count of windows lands on its next window."""
+    raw = _torch_batches([4, 4, 4, 4, 4], [0, 1, 0, 1, 2])  # epochs interleaved, as Ray Data deals them
+    it = ExactBatches(iter(raw), 3, skip_first=6)
+    assert [b["sample_id"].tolist() for b in it] == [[6, 7, 8], [9, 10, 11], [12, 13, 14], [15, 16, 17]]
+    assert it.passed == {0: 8, 1: 8, 2: 2} and sum(it.passed.values()) == 18  # 6 skipped + 12 served
+
+
+def test_stream_skip_only_for_a_checkpoint_of_the_same_launch_and_world() -> None:
+    settings = LoopSettings("m.jsonl", {}, 0, "run", launch_id="L1")
+    state = {"launch_id": "L1", "stream_windows": [80, 72]}
+    assert [stream_skip(state, settings, rank, 2) for rank in (0, 1)] == [80, 72]
+    assert stream_skip({**state, "launch_id": "L0"}, settings, 0, 2) is None  # a rerun built a new dataset
+    assert stream_skip(state, settings, 0, 4) is None  # another world size splits the stream otherwise
+    assert stream_skip({"launch_id": "L1"}, settings, 0, 2) is None  # a checkpoint from before this field
+
+
 def test_data_position_combines_workers() -> None:
     assert DataPosition.combine([{0: 128, 1: 10}, {0: 120}]) == DataPosition(0, 248)
     assert DataPosition.combine([{2: 5}, {2: 7}]) == DataPosition(2, 12)
@@ -210,6 +228,35 @@ def test_metrics_writer_resume_drops_uncheckpointed_steps(tmp_path) -> None:
     assert len(read_metrics(url)) == 5
     png = loss_curve_png(records)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_writer_records_worker_restarts_apart_from_reruns(tmp_path) -> None:
+    url = str(tmp_path / "run" / "metrics.jsonl")
+
+    def attempt(launch: str, resume_step: int | None, steps: range) -> None:
+        w = MetricsWriter(url, resume_step=resume_step, launch=launch)
+        for s in steps:
+            w.append({"step": s, "loss": 1.0})
+        w.close()
+
+    attempt("A", None, range(1, 3))  # killed before its first checkpoint
+    attempt("A", None, range(1, 6))  # Ray Train restarts it: no checkpoint yet, so from step 0
+    attempt("A", 4, range(5, 7))  # a worker dies again after the checkpoint at step 4; step 5 is redone
+    attempt("B", 6, range(7, 9))  # the driver itself was rerun: a resume, not a restart
+    records = read_metrics(url)
+    starts = [(r["launch"], r["attempt"], r["restarts"], r["step"]) for r in records if r.get("event") == "start"]
+    assert starts == [("A", 1, 0, 0), ("A", 2, 1, 0), ("A", 3, 2, 4), ("B", 1, 2, 6)]
+    steps = step_records(records)
+    assert [(r["step"], r["attempt"], r["restarts"]) for r in steps] == [
+        (1, 2, 1), (2, 2, 1), (3, 2, 1), (4, 2, 1), (5, 3, 2), (6, 3, 2), (7, 1, 2), (8, 1, 2)]
+    assert count_restarts(records) == 2
+
+
+def test_cluster_profile_restarts_lost_workers_and_the_embedded_default_does_not() -> None:
+    from pipelines.profile import load_profile
+
+    assert load_profile("cluster").pretrain.max_failures == 3
+    assert load_profile("local").pretrain.max_failures == PretrainConfig().max_failures == 0
 
 
 def test_metrics_writer_on_s3_rewrites_the_object(s3_bucket) -> None:
