@@ -108,7 +108,8 @@ def version_card(url: str, root: str | None = None, storage_options: dict[str, A
     """
     version = open_version(url, storage_options)
     manifest = version.manifest
-    store = root or version.url[: -len(join(version.dataset, version.version_id))].rstrip("/") or "."
+    folder = version.folder_url.rstrip("/")  # {store}/{dataset}/{version_id}
+    store = root or folder[: -len(join(version.dataset, version.version_id))].rstrip("/") or "."
     quarantine = manifest.get("side_tables", {}).get("quarantine")
     return {
         **version_row(version),

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 FACTOST = str(Path(sys.executable).parent / "factost")
 
@@ -22,3 +23,17 @@ def run_factost(*args: str, cwd: Path | None = None, timeout: float = 300, check
 
 def last_line(text: str) -> str:
     return text.strip().splitlines()[-1].strip()
+
+
+def invoke(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run the CLI's entry point in this process (imports already loaded: fast); (exit code, stdout, stderr)."""
+    from pipelines.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
