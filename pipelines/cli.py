@@ -50,9 +50,11 @@ app.add_typer(run_app, name="run")
 
 
 def _console(stderr: bool = True) -> Any:
+    """Rich output to stderr; piped into a file or a program, tables get room instead of cut cells."""
     from rich.console import Console
 
-    return Console(stderr=stderr, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else 250)
 
 
 def _version(value: bool) -> None:
@@ -563,7 +565,9 @@ def datasets(
 
     prof = settings(profile, set_, {"storage.root": out_root})
     found = list_datasets(prof.storage.root, prof.storage.options)
-    rows = [{k: v for k, v in row.items() if k != "url"} for d in found for row in d["versions"]]
+    rows = [{**{k: v for k, v in row.items() if k not in ("url", "inputs", "created")},
+             "created": row["created"][:19], "inputs": [i.rsplit("/", 1)[-1] for i in row["inputs"]]}
+            for d in found for row in d["versions"]]
     table = rich_table(rows, title=f"datasets under {prof.storage.root}") if rows else "no datasets"
     return Outcome(found, None, [table])
 
