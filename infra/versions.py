@@ -220,6 +220,7 @@ def verify_version(version: DatasetVersion) -> list[str]:
     problems = []
     for name, url, entry in _recorded_files(version):
         fs, path = filesystem(url, version.storage_options)
+        fs.invalidate_cache(path)  # sizes and ETags cached by an earlier listing would hide a change
         if not fs.exists(path):
             problems.append(f"{name}: missing")
             continue

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from infra.storage import filesystem, inner_name, join, open_input, write_bytes_atomic
+from infra.storage import (
+    filesystem,
+    inner_name,
+    join,
+    open_input,
+    polars_storage_options,
+    write_bytes_atomic,
+    write_bytes_create,
+)
 from infra.transient import is_transient
 
 
@@ -63,3 +71,27 @@ def test_transient_errors_are_told_apart_from_bad_input() -> None:
     wrapped = RuntimeError("upload failed")
     wrapped.__cause__ = ConnectionError("refused")
     assert is_transient(wrapped)
+
+
+def test_create_only_write_lets_exactly_one_writer_in(tmp_path: Path) -> None:
+    fs, path = filesystem(str(tmp_path / "m.json"))
+    assert write_bytes_create(fs, path, b"first") is True
+    assert write_bytes_create(fs, path, b"second") is False
+    assert (tmp_path / "m.json").read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary left behind
+
+
+def test_create_only_write_on_s3_is_a_conditional_put(s3_bucket) -> None:
+    root, opts = s3_bucket
+    fs, path = filesystem(join(root, "m.json"), opts)
+    assert write_bytes_create(fs, path, b"first") and not write_bytes_create(fs, path, b"second")
+    assert fs.cat_file(path) == b"first"
+
+
+def test_polars_gets_its_own_s3_option_names() -> None:
+    options = {"key": "k", "secret": "s", "endpoint_url": "http://127.0.0.1:9000",
+               "client_kwargs": {"region_name": "eu-west-1"}}
+    assert polars_storage_options(options) == {
+        "aws_access_key_id": "k", "aws_secret_access_key": "s", "aws_endpoint_url": "http://127.0.0.1:9000",
+        "aws_allow_http": "true", "aws_region": "eu-west-1"}
+    assert polars_storage_options({}) == {}
