@@ -81,6 +81,7 @@ def corpus_profile(root: str, options: dict[str, Any], address: str | None) -> d
         "ray": {"address": address, "num_cpus": 4 if address is None else None},
         "ingest": {
             "min_length": 8,
+            "chunk_bytes": 256 * 1024,  # the 1.7 MB M4 file in 7 chunks: units of one large file
             "sources": [
                 {
                     "name": "monash",
@@ -139,6 +140,8 @@ def test_refresh_on_three_nodes_publishes_the_embedded_bytes(refreshed: dict[str
         assert version.version_id == open_version(refreshed["embedded"][dataset]).version_id
     embedded_nodes = open_version(refreshed["embedded"]["kernelsynth"]).manifest["stats"]["ray_nodes"]
     assert len(embedded_nodes) == 1 and sum(embedded_nodes.values()) == 8  # 240 series in chunks of 30
+    ingest_units = open_version(refreshed["embedded"]["corpus/monash"]).manifest["stats"]["ray_nodes"]
+    assert sum(ingest_units.values()) >= 8  # >= 7 chunks of the M4 file + the Ausgrid file
 
 
 def _alive_nodes(cluster: Any) -> list[dict[str, Any]]:
