@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ def _kill_rank0_past_checkpoint(paths: RunPaths, kill: Kill, deadline_s: float =
     kill.error = "no checkpoint and later steps within the deadline"
 
 
-def test_killed_worker_is_restarted_and_the_run_completes(tmp_path: Any) -> None:
+def test_killed_worker_is_restarted_and_the_run_completes(tmp_path: Path) -> None:
     corpus = write_sine_corpus(str(tmp_path / "store"), n_series=64, length=512, seed=0).url
     out = str(tmp_path / "out")
     paths = RunPaths.make(out, "restarted")
