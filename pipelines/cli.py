@@ -29,6 +29,8 @@ from typing import Annotated, Any
 import typer
 from typer import _click as click  # typer's bundled click: the exceptions its parser raises
 
+from pipelines import PROJECT_LOGGERS
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # torch's OpenMP threads spin while waiting; on a small shared machine that made 2-thread runs 3-9x slower.
@@ -36,7 +38,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # umap-learn's numba functions are cached on disk: later processes skip the ~25 s compile.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "numba"))
 # The stage modules log through `logging`; Prefect forwards these loggers to the flow-run log.
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "corpus,training,adaptation,infra,pipelines")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join(PROJECT_LOGGERS))
 
 # Choices listed in --help without importing the modules that define them (tests keep them equal).
 CONNECTOR_KINDS = ("tsf", "m4", "ltsf", "wiki", "lotsa", "long")
@@ -343,7 +345,7 @@ def pretrain(
         from training.trainer import pretrain as runner
     options = prof.storage.options or None
     url = runner(corpus, prof.pretrain, prof.storage.root, run_name=run_name, storage_options=options,
-                 ray_address=prof.ray.address, ray_num_cpus=prof.ray.num_cpus)
+                 ray_address=prof.ray.address, ray_num_cpus=prof.ray.num_cpus, tracking=prof.tracking)
     summary = run_summary(url, options)
     return Outcome(summary, url, [rich_table([summary], title="pretraining")])
 
@@ -626,9 +628,10 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors exit 2 with the usage line, any other failure one line on stderr and exit 1."""
-    logging.basicConfig(
-        level=os.environ.get("FACTOST_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = os.environ.get("FACTOST_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the terminal shows FACTOST_LOG_LEVEL and up; Prefect gets INFO
+        handler.setLevel(level)
     try:
         code = app(args=argv, prog_name="factost", standalone_mode=False)
     except click.ClickException as exc:

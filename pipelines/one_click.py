@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,10 +19,10 @@ from infra.ray_runtime import ensure_ray
 from infra.storage import filesystem, join, to_url, write_bytes_atomic
 from infra.versions import list_versions, open_version
 from pipelines.adapt import run_adapt_flow
-from pipelines.pretrain import pretrain_task, run_summary
+from pipelines.pretrain import pretrain_artifacts, pretrain_task
 from pipelines.profile import Profile, as_profile, with_absolute_root
 from pipelines.refresh import corpus_refresh_flow
-from pipelines.reporting import markdown_table
+from pipelines.reporting import image_markdown, link_artifact, markdown_table
 from pipelines.runs import environment_record, new_run_id, run_url, write_run_manifest
 
 REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
@@ -56,7 +55,8 @@ def find_pngs(url: str, storage_options: dict[str, Any]) -> list[str]:
     return sorted(to_url(fs, p) for p in fs.find(path) if p.endswith(".png")) if fs.exists(path) else []
 
 
-def report_markdown(run_id: str, prof: Profile, manifest: dict[str, Any], plots: list[str]) -> str:
+def report_markdown(run_id: str, prof: Profile, manifest: dict[str, Any], images: list[str]) -> str:
+    """The run's report; ``images`` are its markdown image lines (relative links in the file, inline in the UI)."""
     rows = manifest["results"]
     corpus = manifest["corpus"]["training_corpus"]
     lines = [
@@ -71,8 +71,25 @@ def report_markdown(run_id: str, prof: Profile, manifest: dict[str, Any], plots:
         markdown_table(rows, [c for c in REPORT_COLUMNS if any(c in r for r in rows)]), "",
         "## Plots", "",
     ]
-    lines += [f"![{Path(p).parent.name}]({p})" for p in plots]
+    lines += images
     return "\n".join(lines) + "\n"
+
+
+INLINE_IMAGES_MAX_BYTES = 4 * 1024 * 1024  # above this the UI's copy of the report links the images instead
+
+
+def report_artifacts(run_id: str, prof: Profile, manifest: dict[str, Any], plots: list[str], report_url: str,
+                     checkpoint: str) -> None:
+    """The report as a markdown artifact (images inline, so they render in the Prefect UI), and links to the
+    report file and the checkpoint."""
+    options = prof.storage.options
+    size = sum(fs.size(path) for fs, path in (filesystem(p, options) for p in plots))
+    images = image_markdown(plots, report_url, inline=size <= INLINE_IMAGES_MAX_BYTES, storage_options=options)
+    create_markdown_artifact(key="pretrain-then-adapt-report", markdown=report_markdown(run_id, prof, manifest,
+                                                                                        images),
+                             description=f"FactoST run {run_id}")
+    link_artifact("pretrain-then-adapt-report-file", report_url, f"report of run {run_id}", "The run's report.md")
+    link_artifact("pretrain-then-adapt-checkpoint", checkpoint, "backbone checkpoint", f"Checkpoint of run {run_id}")
 
 
 @flow(name="pretrain-then-adapt", log_prints=True)
@@ -120,13 +137,14 @@ def pretrain_then_adapt_flow(
         manifest["corpus"] = corpus
         log.info("pretraining on %s", corpus["training_corpus"]["url"])
         checkpoint = pretrain_task(corpus["training_corpus"]["url"], prof.pretrain, root, None, options or None,
-                                   prof.ray.address, prof.ray.num_cpus, True)
+                                   prof.ray.address, prof.ray.num_cpus, True, prof.tracking)
         manifest["pretrain"] = {**checkpoint_record(checkpoint, options),
-                                "summary": run_summary(checkpoint, options or None)}
+                                "summary": pretrain_artifacts(checkpoint, options or None)}
         adapt = run_adapt_flow(
             parallel=prof.benchmarks.parallel, checkpoint=checkpoint, benchmarks=prof.benchmarks.names,
             cfg=prof.adapt, out=root, run_id=run_id, data_dir=prof.benchmarks.data_dir,
-            storage_options=options or None,
+            storage_options=options or None, benchmark_options=prof.benchmarks.model_dump()["options"],
+            tracking=prof.tracking,
         )
         manifest["results"] = adapt["rows"]
         manifest["adapt"] = {"run_dir": adapt["run_dir"], "tables": adapt["tables"], "failures": adapt["failures"]}
@@ -137,13 +155,12 @@ def pretrain_then_adapt_flow(
         manifest["plots"] = plots
         manifest["duration_s"] = time.time() - started
         manifest["status"] = "failed" if adapt["failures"] else "ok"
-        report = report_markdown(run_id, prof, manifest, plots)
         report_url = join(run_url(root, run_id), "report.md")
+        report = report_markdown(run_id, prof, manifest, image_markdown(plots, report_url))
         fs, path = filesystem(report_url, options)
         write_bytes_atomic(fs, path, report.encode())
         manifest["report"] = report_url
-        create_markdown_artifact(key="pretrain-then-adapt-report", markdown=report,
-                                 description=f"FactoST run {run_id}")
+        report_artifacts(run_id, prof, manifest, plots, report_url, checkpoint)
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
         write_run_manifest(root, run_id, manifest, options)

@@ -1,16 +1,15 @@
-"""Prefect wiring of the pretraining stage, and a typer-ready ``pretrain`` command for the CLI.
+"""Prefect wiring of the pretraining stage.
 
 The stage itself is ``training.trainer.pretrain`` (a plain function); this module only wraps it in a task and a
-flow (artifact: a summary table of the run), and maps command-line options onto ``PretrainConfig``.
+flow (artifacts: a summary table of the run and a link to the checkpoint). While it runs, the step, loss,
+tokens/s and ETA reach the flow-run log and a progress artifact (``training.metrics.ProgressFollower``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from infra.storage import join
 from training.config import PretrainConfig
@@ -26,13 +25,14 @@ def pretrain_task(
     ray_address: str | None = None,
     ray_num_cpus: int | None = None,
     progress: bool = True,
+    tracking: Any = None,
 ) -> str:
     """Pretrain (or resume, or reuse a finished run) and return the final checkpoint folder's URL."""
     from training.trainer import pretrain
 
     url = pretrain(
         corpus_url, cfg, out_root, run_name=run_name, storage_options=storage_options, ray_address=ray_address,
-        progress=progress, ray_num_cpus=ray_num_cpus,
+        progress=progress, ray_num_cpus=ray_num_cpus, tracking=tracking,
     )
     get_run_logger().info("backbone checkpoint: %s", url)
     return url
@@ -69,67 +69,23 @@ def pretrain_flow(
     ray_address: str | None = None,
     ray_num_cpus: int | None = None,
     progress: bool = True,
+    tracking: Any = None,
 ) -> str:
     """UTP pretraining as a flow: returns the backbone checkpoint URL (``save_pretrained`` folder)."""
-    from pipelines.reporting import markdown_table
-
-    url = pretrain_task(corpus_url, cfg, out_root, run_name, storage_options, ray_address, ray_num_cpus, progress)
-    create_markdown_artifact(
-        key="pretrain-summary", markdown=markdown_table([run_summary(url, storage_options)]),
-        description="UTP pretraining run",
-    )
+    url = pretrain_task(corpus_url, cfg, out_root, run_name, storage_options, ray_address, ray_num_cpus, progress,
+                        tracking)
+    pretrain_artifacts(url, storage_options)
     return url
 
 
-def build_config(base: PretrainConfig | None = None, **overrides: Any) -> PretrainConfig:
-    """``base`` (a profile's pretrain section, else defaults) with the non-None ``overrides`` applied, validated."""
-    data = (base or PretrainConfig()).model_dump(mode="json")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return PretrainConfig.model_validate(data)
+def pretrain_artifacts(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's summary as a Prefect table artifact and its checkpoint as a link artifact; returns the summary."""
+    from pipelines.reporting import link_artifact, table_artifact
 
-
-def pretrain_command(
-    corpus: Annotated[str, typer.Option("--corpus", help="Training corpus version folder (local path or s3:// URL)")],
-    size: Annotated[str | None, typer.Option(help="Backbone size: minuscule, tiny, small, base")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer updates")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size (all workers)")] = None,
-    context: Annotated[int | None, typer.Option(help="Max context points (multiple of 16, <= 2048)")] = None,
-    horizon: Annotated[int | None, typer.Option(help="Max horizon points (multiple of 16, <= 256)")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray Train workers")] = None,
-    gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Train on GPUs (NCCL, bf16)")] = None,
-    zero_stage: Annotated[int | None, typer.Option(help="DeepSpeed ZeRO stage 0-2")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of init, windows and patch draws")] = None,
-    run_name: Annotated[str | None, typer.Option(help="Run name; rerun the same name to resume")] = None,
-    out: Annotated[str | None, typer.Option("--out", help="Storage root (default: the profile's)")] = None,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: the profile's)")] = None,
-    flow_run: Annotated[bool, typer.Option("--flow/--no-flow", help="Run as a Prefect flow")] = True,
-    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile name in configs/ or a YAML path")] = "local",
-) -> str:
-    """Pretrain the UTP backbone on a training corpus; prints the checkpoint folder URL last."""
-    from pipelines.profile import load_profile
-
-    prof = load_profile(profile)
-    base = getattr(prof, "pretrain", None)
-    precision = "bf16" if gpu else ("fp32" if gpu is False else None)
-    cfg = build_config(
-        base if isinstance(base, PretrainConfig) else None, size=size, steps=steps, batch_size=batch_size,
-        context_length=context, max_horizon=horizon, lr=lr, num_workers=workers, use_gpu=gpu,
-        zero_stage=zero_stage, checkpoint_every=checkpoint_every, seed=seed, precision=precision,
-    )
-    root = out or prof.storage.root
-    address = ray_address if ray_address is not None else prof.ray.address
-    if flow_run:
-        runner = pretrain_flow
-    else:
-        from training.trainer import pretrain as runner
-    url = runner(
-        corpus, cfg, root, run_name=run_name, storage_options=prof.storage.options or None, ray_address=address,
-        ray_num_cpus=prof.ray.num_cpus,
-    )
-    typer.echo(url)
-    return url
+    summary = run_summary(url, storage_options)
+    table_artifact("pretrain-summary", [summary], list(summary), f"UTP pretraining run {summary['run']}")
+    link_artifact("pretrain-checkpoint", url, f"checkpoint {summary['run']}", "Backbone checkpoint (save_pretrained)")
+    return summary
 
 
 def default_checkpoint_url(out_root: str, run_name: str) -> str:

@@ -10,10 +10,14 @@ line by line; object stores cannot append, so there the whole file is rewritten 
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from infra.storage import filesystem, is_local, write_bytes_atomic
@@ -162,8 +166,10 @@ class ProgressFollower:
 
     Why the driver and not the worker: Ray forwards worker output with prefixes and duplicates (a progress bar
     cannot live there), and the driver keeps Ray's own chatter out of the terminal (``log_to_driver=False``).
-    A terminal gets a rich progress bar; anything else (CI, Prefect logs) gets a line every ``log_every`` steps.
-    The follower also warns when the data loader stalls the step (waiting share above ``stall_ratio``).
+    A terminal gets a rich progress bar; anything else (CI, Prefect logs) gets a line every ``log_every`` steps
+    (step, loss, tokens/s, ETA; also an INFO record and, inside a Prefect run, a progress artifact). Every step
+    record, with ``eta_s``, goes to each of ``listeners`` (TensorBoard, MLflow). The follower also warns when
+    the data loader stalls the step (waiting share above ``stall_ratio``).
     """
 
     def __init__(
@@ -176,6 +182,7 @@ class ProgressFollower:
         stall_ratio: float = 0.25,
         poll_s: float = 1.0,
         show: bool = True,
+        listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
     ) -> None:
         import threading
 
@@ -183,11 +190,14 @@ class ProgressFollower:
         self.total, self.last_step, self.log_every = total_steps, start_step, log_every
         self._first_step = start_step + 1
         self.stall_ratio, self.poll_s, self.show = stall_ratio, poll_s, show
+        self.listeners = list(listeners)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pretrain-progress", daemon=True)
+        self._thread: threading.Thread | None = None
         self._window: list[dict[str, Any]] = []
         self._bar: Any = None
         self._task: Any = None
+        self._artifact: Any = None
+        self._started = (time.monotonic(), start_step)
         self.stall_warnings = 0
 
     def __enter__(self) -> ProgressFollower:
@@ -202,12 +212,20 @@ class ProgressFollower:
             )
             self._bar.start()
             self._task = self._bar.add_task("pretrain", total=self.total, completed=self.last_step, info="")
+        from infra.stage_runtime import _start_progress_artifact
+
+        self._artifact = _start_progress_artifact("pretrain")
+        # The thread runs in a copy of the caller's context: inside a Prefect task its log records and artifact
+        # updates belong to that task's flow run (Prefect finds the run through context variables).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name="pretrain-progress", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         self._poll()
         if self._bar is not None:
             self._bar.stop()
@@ -229,23 +247,39 @@ class ProgressFollower:
                 self._window.append(rec)
             self._on_record(rec)
 
+    def eta_s(self, step: int) -> float | None:
+        """Seconds left at the pace of this follower's run so far (None before the second step)."""
+        t0, step0 = self._started
+        done = step - step0
+        return (time.monotonic() - t0) / done * (self.total - step) if done > 0 else None
+
     def _on_record(self, rec: dict[str, Any]) -> None:
         import logging
         import sys
 
+        eta = self.eta_s(int(rec["step"]))
+        rec = {**rec, "eta_s": eta}
+        for listener in self.listeners:
+            listener(rec)
         info = f"loss {rec['loss']:.4f} lr {rec['lr']:.3g} {rec.get('tokens_per_s', 0):.0f} tok/s"
         if self._bar is not None:
             self._bar.update(self._task, completed=rec["step"], info=info)
         if rec["step"] % self.log_every and rec["step"] != self.total:
             return
+        if self._artifact is not None:
+            from infra.stage_runtime import _update_progress_artifact
+
+            _update_progress_artifact(self._artifact, 100.0 * rec["step"] / max(self.total, 1))
+        logging.getLogger(__name__).info("pretrain step %d/%d %s, ETA %s", rec["step"], self.total, info,
+                                         "-" if eta is None else f"{eta:.0f} s")
         wait = sum(r.get("data_wait_s", 0.0) for r in self._window)
         busy = sum(r.get("step_time_s", 0.0) for r in self._window)
         self._window = []
         share = wait / busy if busy > 0 else 0.0
         if self._bar is None and self.show:
             print(f"[pretrain] step {rec['step']}/{self.total} {info} "
-                  f"{rec.get('samples_per_s', 0):.1f} samples/s data wait {100 * share:.0f}%", file=sys.stderr,
-                  flush=True)
+                  f"{rec.get('samples_per_s', 0):.1f} samples/s data wait {100 * share:.0f}% "
+                  f"ETA {'-' if eta is None else f'{eta:.0f} s'}", file=sys.stderr, flush=True)
         if share > self.stall_ratio:
             self.stall_warnings += 1
             logging.getLogger(__name__).warning(

@@ -28,6 +28,7 @@ from typing import Any
 from infra.fingerprint import code_version, stable_hash
 from infra.ray_runtime import LOCAL_ADDRESSES, ensure_ray, pyarrow_filesystem, shutdown_ray
 from infra.storage import filesystem, join, read_json, write_json_atomic
+from infra.tracking import open_sinks
 from training.config import PretrainConfig
 from training.data import DataPosition, build_dataset, open_corpus, planned_epochs, window_acceptance
 from training.deepspeed_config import deepspeed_env_vars
@@ -162,13 +163,15 @@ def pretrain(
     ray_address: str | None = None,
     progress: bool = True,
     ray_num_cpus: int | None = None,
+    tracking: Any = None,
 ) -> str:
     """Pretrain the UTP backbone on a training corpus version with Ray Train + DeepSpeed; returns ``final/``'s URL.
 
     ``cfg.num_workers`` Ray Train workers (CPU/gloo or GPU/NCCL) each run ``train_loop_per_worker``; the corpus
     streams through Ray Data. ``ray_address`` (else ``RAY_ADDRESS``) joins a cluster; by default a local Ray is
     started in-process (``ray_num_cpus`` logical CPUs, default ``infra.ray_runtime.local_num_cpus()``) and stopped
-    at the end. Rerunning with the same ``run_name`` resumes.
+    at the end. Rerunning with the same ``run_name`` resumes. The step metrics are mirrored as the profile's
+    ``tracking`` section asks (TensorBoard events in ``runs/pretrain/{run_name}/tensorboard`` by default).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -241,12 +244,16 @@ def pretrain(
             datasets={TRAIN_DATASET: dataset},
             dataset_config=DataConfig(execution_options=ingest),
         )
+        sinks = open_sinks(tracking, paths.run_url, run_name, record, storage_options)
         follower = ProgressFollower(
             paths.metrics_url, storage_options, cfg.steps, start_step, cfg.log_every, cfg.data.stall_warn_ratio,
-            show=progress,
+            show=progress, listeners=[lambda rec: sinks.scalars(int(rec["step"]), pretrain_scalars(rec))],
         )
-        with follower:
-            result = trainer.fit()
+        try:
+            with follower:
+                result = trainer.fit()
+        finally:
+            sinks.close()
         if result.error is not None:
             raise RuntimeError(f"pretraining run {run_name!r} failed: {result.error}") from result.error
         if result.checkpoint is None:
@@ -266,6 +273,14 @@ def _log_restarts(paths: RunPaths, storage_options: dict[str, Any] | None, max_f
     if restarts:
         log.warning("run %s finished after %d worker restart(s) (max_failures=%d); see %s",
                     paths.ray_run_url.rstrip("/").rsplit("/", 1)[-1], restarts, max_failures, paths.metrics_url)
+
+
+TRACKED_SCALARS = ("loss", "lr", "tokens_per_s", "samples_per_s", "grad_norm", "data_wait_s", "step_time_s")
+
+
+def pretrain_scalars(rec: dict[str, Any]) -> dict[str, Any]:
+    """The step record's scalars as TensorBoard/MLflow tags (``pretrain/loss``...)."""
+    return {f"pretrain/{k}": rec[k] for k in TRACKED_SCALARS if k in rec}
 
 
 def _write_curve(paths: RunPaths, storage_options: dict[str, Any] | None) -> None:

@@ -91,3 +91,37 @@ def _write_yaml(work: Path, profile: dict) -> Path:
     path = work / "profile.yaml"
     path.write_text(yaml.safe_dump(profile))
     return path
+
+
+@pytest.mark.slow
+def test_runs_show_and_tensorboard_report_the_recorded_run(recorded_run) -> None:
+    from pipelines.reporting import fmt
+    from tests.integration.test_stage_cli import tensorboard_scalars
+
+    work, profile, result = recorded_run
+    root = Path(profile["storage"]["root"])
+    manifest = read_run_manifest(str(root), result["run_id"])
+    rows, report = manifest["results"], Path(manifest["report"]).read_text()
+    listed = json.loads(run_factost("runs", "--profile", str(_write_yaml(work, profile)), "--json").stdout)
+    assert [r["run_id"] for r in listed] == [result["run_id"]] and listed[0]["status"] == "ok"
+    assert listed[0]["duration_s"] == manifest["duration_s"]
+    lines = listed[0]["metrics"]
+    ours = [r for r in rows if r["method"] == "factost"]
+    assert len(lines) == len(ours) == 4
+    for line, row in zip(lines, ours, strict=True):
+        assert (line["benchmark"], line["horizon"], line["mode"]) == (row["benchmark"], row["horizon"], row["mode"])
+        assert [line[m] for m in ("mae", "rmse", "crps")] == [row[m] for m in ("mae", "rmse", "crps")]
+        assert all(f"| {fmt(row[m])} |" in report for m in ("mae", "rmse"))
+        rivals = [r for r in rows if r["method"] != "factost" and (r["benchmark"], r["horizon"]) ==
+                  (row["benchmark"], row["horizon"])]
+        best = min(rivals, key=lambda r: r["mae"])
+        assert (line["baseline"]["method"], line["baseline"]["mae"]) == (best["method"], best["mae"])
+
+    card = json.loads(run_factost("show", manifest["corpus"]["training_corpus"]["url"], "--json").stdout)
+    made = {(d["kind"], d.get("run")) for d in card["lineage"]["down"]}
+    assert ("pretrain-then-adapt", result["run_id"]) in made and any(k == "pretrain" for k, _ in made)
+
+    events = root / "runs" / "adapt" / result["run_id"] / "tensorboard"
+    for row in ours:
+        tag = f"{row['benchmark']}/factost-{row['mode']}-{row['horizon'].replace('->', 'to')}/test_mae"
+        assert [v for _, v in tensorboard_scalars(events, tag)] == [row["mae"]]

@@ -13,6 +13,23 @@ from training.forecast import forecast
 from training.io import from_pretrained
 
 
+def tensorboard_scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of ``tag`` in the TensorBoard event files under ``logdir``, read by TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    return [(e.step, pytest.approx(e.value, rel=1e-6)) for e in events.Scalars(tag)]
+
+
+def metrics_losses(root: str, run_name: str) -> list[tuple[int, float]]:
+    from training.metrics import read_metrics, step_records
+    from training.trainer import RunPaths
+
+    records = step_records(read_metrics(RunPaths.make(root, run_name).metrics_url))
+    return [(r["step"], r["loss"]) for r in records]
+
+
 @pytest.mark.slow
 def test_synth_balance_pretrain_chain(tmp_path: Path) -> None:
     root = str(tmp_path / "root")
@@ -38,6 +55,8 @@ def test_synth_balance_pretrain_chain(tmp_path: Path) -> None:
         "--context", "64", "--horizon", "16", "--workers", "1", "--no-flow", "--out", root, timeout=600,
     )
     checkpoint = last_line(pretrained.stdout)
+    assert tensorboard_scalars(Path(root) / "runs" / "pretrain" / Path(checkpoint).parent.name / "tensorboard",
+                               "pretrain/loss") == metrics_losses(root, Path(checkpoint).parent.name)
     model = from_pretrained(checkpoint)
     assert model.num_parameters() == 2_510_192
     out = forecast(model, [np.sin(np.arange(100) / 4.0)], horizon=20)

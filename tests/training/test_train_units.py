@@ -293,13 +293,15 @@ def test_pyarrow_filesystem_maps_storage_urls(tmp_path, s3_bucket) -> None:
 
 
 def test_pretrain_command_config_mapping() -> None:
-    from pipelines.pretrain import build_config, default_checkpoint_url
+    from pipelines.pretrain import default_checkpoint_url
+    from pipelines.profile import Profile
+    from pipelines.settings import OverrideError, apply_overrides
 
-    base = PretrainConfig(**SMALL)
-    cfg = build_config(base, steps=50, lr=None, num_workers=2, batch_size=None)
-    assert (cfg.steps, cfg.lr, cfg.num_workers, cfg.batch_size, cfg.size) == (50, base.lr, 2, 8, "minuscule")
-    with pytest.raises(ValidationError, match="zero_stage"):
-        build_config(base, zero_stage=5)
+    base = Profile(pretrain=PretrainConfig(**SMALL))
+    cfg = apply_overrides(base, {"pretrain.steps": 50, "pretrain.num_workers": 2}).pretrain
+    assert (cfg.steps, cfg.lr, cfg.num_workers, cfg.batch_size, cfg.size) == (50, base.pretrain.lr, 2, 8, "minuscule")
+    with pytest.raises(OverrideError, match="pretrain.zero_stage=5"):
+        apply_overrides(base, {"pretrain.zero_stage": 5})
     assert default_checkpoint_url("s3://b/root", "r1") == "s3://b/root/checkpoints/r1/final"
 
 
