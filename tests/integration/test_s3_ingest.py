@@ -64,7 +64,7 @@ def test_killing_the_server_mid_write_leaves_previous_version_and_no_partial_one
         _long_csv(data, n_series=8, length=48, offset=0.0)
         first = run_factost("ingest", "long", str(data), "--name", "sensors", "--freq", "h", "--profile", str(profile))
         v1_url = last_line(first.stdout)
-        v1_id = v1_url.rstrip("/").rsplit("/", 1)[-1]
+        v1_id = v1_url.rstrip("/").rsplit("/", 3)[-3]  # .../<version id>/<attempt>/data/
 
         _long_csv(data, n_series=3000, length=48, offset=1.0)  # changed input: a new version, 75 parts
         proc = subprocess.Popen(
