@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import time
 import warnings
 from pathlib import Path
@@ -126,6 +127,48 @@ def bench_features(n: int, slow_n: int, length: int, batch: int, seed: int) -> N
     assert (ones == 9).all(), "every vector must have nine ones"
 
 
+def source_series(source: str, n: int, length: int, data_dir: Path) -> list[np.ndarray]:
+    """Up to ``n`` series of one source: the synthetic mix, KernelSynth output, or a real Monash file."""
+    if source == "mix":
+        return [synthetic_series(i, length, 0) for i in range(n)]
+    if source == "kernelsynth":
+        from corpus.kernelsynth import KernelSynthConfig, generate_range
+
+        table, _ = generate_range(KernelSynthConfig(n_series=n, length=length, seed=0), 0, n)
+        return [np.asarray(v, dtype=np.float32) for v in table["target"].to_pylist()]
+    from corpus.sources.registry import get_connector
+
+    connector = get_connector("tsf")
+    path = data_dir / "monash" / source
+    series = connector.read([str(path)], connector.parse_options({}), {})
+    return [np.asarray(s.target, dtype=np.float32) for _, s in zip(range(n), series, strict=False)]
+
+
+def bench_by_source(n: int, length: int, data_dir: Path) -> None:
+    """Scoring rate per source and batch size: where KernelSynth's lower rate comes from."""
+    sources = ["mix", "kernelsynth", "m4_hourly_dataset.tsf", "ausgrid_weekly_sample.tsf"]
+    print(f"scoring rate by source (series/CPU-s of prepare + metrics; {n} series each, BLAS 1 thread)")
+    for source in sources:
+        if source.endswith(".tsf") and not (data_dir / "monash" / source).exists():
+            print(f"  {source}: skipped ({data_dir / 'monash'} is absent)")
+            continue
+        series = source_series(source, n, length, data_dir)
+        cells = []
+        for batch in (64, 256, 1024):
+            t0 = time.process_time()
+            scored = 0
+            for s in range(0, len(series), batch):
+                windows = [w for w in (prepare_series(x, 512, 2039)[0] for x in series[s : s + batch]) if w is not None]
+                if windows:
+                    compute_metrics(windows)
+                scored += len(windows)
+            cpu = time.process_time() - t0
+            cells.append(f"batch {batch}: {scored / cpu if cpu else 0:7.1f}")
+        lengths = [len(x) for x in series]
+        span = f"lengths {min(lengths)}-{max(lengths)}"
+        print(f"  {source:27s} scored {scored}/{len(series)} ({span}): " + ", ".join(cells))
+
+
 def reference_draws(cells: dict[int, list[int]], n: int, seed: int) -> list[int]:
     """The reference's sampling loop: per draw, a uniform cell, then a uniform member."""
     rs = np.random.RandomState(seed)
@@ -186,8 +229,14 @@ def main() -> None:
     ap.add_argument("--sampling-series", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-features", action="store_true")
+    ap.add_argument("--by-source", type=int, default=0, help="also score this many series of each source")
+    default_data = Path(os.environ.get("FACTOST_TEST_DATA", ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", type=Path, default=default_data,
+                    help="folder of the real Monash files (default: $FACTOST_TEST_DATA)")
     args = ap.parse_args()
     with threadpool_limits(limits=1):
+        if args.by_source:
+            bench_by_source(args.by_source, args.length, args.data_dir)
         if not args.skip_features:
             bench_features(args.n, min(args.slow_n, args.n), args.length, args.batch, args.seed)
         bench_sampling(args.sampling_series, args.draws, args.slow_draws, args.seed)
