@@ -443,7 +443,7 @@ def run_refresh(
     set_: SetOpt = None,
     profile: ProfileOpt = "local",
     as_json: json_opt("sources (source, series, points, quarantined, reused, version), kernelsynth, "
-                      "training_corpus, failed") = False,
+                      "training_corpus (stage, rows, bytes, reused, version)") = False,
 ) -> Outcome:
     """Corpus refresh flow: ingest every source, KernelSynth, BLAST; prints the training-corpus version last.
 
@@ -453,16 +453,11 @@ def run_refresh(
     from pipelines.reporting import rich_table
 
     result = corpus_refresh_flow(settings(profile, set_))
-    failed = dict(result.get("failed") or {})
-    tables = []
+    tables = [rich_table([result["kernelsynth"], result["training_corpus"]], title="corpus")]
     if result["sources"]:
-        tables.append(rich_table([{k: v for k, v in s.items() if k != "version"} for s in result["sources"]],
-                                 title="sources"))
-    made = [r for r in (result.get("kernelsynth"), result.get("training_corpus")) if r]
-    if made:
-        tables.append(rich_table(made, title="corpus"))
-    corpus = result.get("training_corpus")
-    return Outcome(result, corpus["version"] if corpus else None, tables, failed=failed)
+        tables.insert(0, rich_table([{k: v for k, v in s.items() if k != "version"} for s in result["sources"]],
+                                    title="sources"))
+    return Outcome(result, result["training_corpus"]["version"], tables)
 
 
 @run_app.command("pretrain-then-adapt")

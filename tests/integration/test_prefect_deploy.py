@@ -62,7 +62,9 @@ def test_deploy_all_registers_the_three_jobs_with_the_nightly_schedule(prefect_s
     nightly = deployments["nightly-corpus-refresh"]
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert nightly["parameters"] == {"profile": "local"}
-    assert nightly["concurrency_limit"] == 1  # overlapping nightly refreshes wait for each other
+    # overlapping nightly refreshes wait for each other (Prefect keeps the limit as a global concurrency limit)
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert nightly["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert all(d["work_pool_name"] == "factost-process" for d in deployments.values())
 
 
