@@ -72,31 +72,42 @@ def nest(flat: Mapping[Key, Any]) -> dict[str, Any]:
 
 
 def check_keys(model: type[BaseModel], flat: Mapping[Key, Any]) -> None:
-    """Every dotted key must name a field of ``model`` (descending into nested models; dict fields take any key)."""
+    """Every dotted key must name a field of ``model``, descending into nested models; a dict field takes any
+    key (``storage.options.x``) and, when its values are models (``benchmarks.options.my_city``), checks what
+    follows against the value model."""
     for key in flat:
         current: Any = model
         walked: list[str] = []
+        free = False  # the next part is a dict key: any name
         for part in parts(key):
+            if free:
+                free, walked = False, [*walked, part]
+                continue
             if not (isinstance(current, type) and issubclass(current, BaseModel)):
-                break  # a dict-valued field (storage.options, source.options): any key is allowed
+                break  # a plain value or a dict of plain values: pydantic checks the rest
             fields = current.model_fields
             if part not in fields:
                 where = ".".join(walked) or "the profile"
                 raise OverrideError(f"{label(key)}: unknown key {part!r} ({where} has: {', '.join(sorted(fields))})")
             walked.append(part)
-            current = _model_of(fields[part].annotation)
+            current, free = _model_of(fields[part].annotation)
 
 
-def _model_of(annotation: Any) -> Any:
-    """The pydantic model inside an annotation (``X``, ``X | None``), else the annotation itself."""
+def _model_of(annotation: Any) -> tuple[Any, bool]:
+    """(the pydantic model an annotation holds, whether a dict key comes first): ``X``, ``X | None``,
+    ``dict[str, X]``; anything else is returned as is."""
     import typing
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        return annotation, False
+    if typing.get_origin(annotation) in (dict, Mapping):
+        value = typing.get_args(annotation)[-1] if typing.get_args(annotation) else Any
+        model, _ = _model_of(value)
+        return model, True
     for arg in typing.get_args(annotation):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return annotation
+            return arg, False
+    return annotation, False
 
 
 def apply_overrides(base: BaseModel, flat: Mapping[Key, Any]) -> Any:
