@@ -57,6 +57,8 @@ class IngestResult:
             "duplicates": s["duplicates"],
             "bytes": self.version.manifest["bytes"],
             "reused": self.reused,
+            "units": s.get("units"),
+            "ray_nodes": s.get("ray_nodes", {}),
             "version": self.version.url,
         }
 
@@ -159,7 +161,8 @@ def prepared_batches(series: Iterator[RawSeries], source: SourceConfig, cfg: Ing
     """
     buffer = _ColumnBuffer(UNIT_SCHEMA)
     for raw in series:
-        values = np.asarray(raw.target, dtype=np.float32)
+        with np.errstate(over="ignore"):  # an overflow to inf is found below and quarantined with its reason
+            values = np.asarray(raw.target, dtype=np.float32)
         if values.ndim != 1:
             raise MalformedInputError(raw.input, f"item {raw.item_id}", f"target has shape {values.shape}, not 1-D")
         reason = validate_series(np.asarray(raw.target, dtype=np.float64), cfg.min_length)
@@ -276,6 +279,27 @@ def canonical_rows(
     for batch in prepared_batches(series, source, cfg):
         yield from admission.admit(batch)
     yield from admission.finish()
+
+
+def single_stream(
+    source: SourceConfig, cfg: IngestConfig, root: str, storage_options: dict[str, Any] | None = None
+) -> DatasetVersion:
+    """The whole source in this process as one stream (no Ray, no unit files), published as ``single``.
+
+    The reference the Ray path is held to: tests compare its parts' bytes, the benchmark its speed.
+    """
+    connector = get_connector(source.kind)
+    options = connector.parse_options(source.options)
+    admission = _Admission(source, cfg)
+    writer = VersionWriter(root, dataset_name(source), "single", CANONICAL_SCHEMA, storage_options,
+                           part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes)
+    for batch in canonical_rows(connector.read(source.paths, options, dict(storage_options or {})), source, cfg,
+                                admission):
+        writer.write(batch)
+    for name, table in admission.side_tables().items():
+        writer.write_side_table(name, table)
+    return writer.commit(config={}, inputs=[], code_version=code_version("corpus", "infra"),
+                         stats=admission.final_stats())
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 LOCAL_CPU_OVERSUBSCRIPTION = 2
 MIN_LOCAL_CPUS = 4
 LOCAL_ADDRESSES = ("", "local")
+_INIT_LOCK = threading.Lock()  # stages run in threads of one flow (one task per source): one ray.init
 REACH_TIMEOUT_S = 5.0  # an unreachable cluster address fails this fast instead of hanging in ray.init
 DEFAULT_S3_REGION = "us-east-1"
 
@@ -61,6 +63,20 @@ def ensure_ray(
     Ray's sockets and logs out of ``/tmp/ray``; keep it short (Unix socket paths are limited to ~107 bytes).
     ``env_vars`` reach every task and actor of this job (e.g. ``TORCH_EXTENSIONS_DIR``).
     """
+    with _INIT_LOCK:
+        return _connect(address, num_cpus, num_gpus, tmpdir, object_store_memory, env_vars, log_to_driver)
+
+
+def _connect(
+    address: str | None,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    tmpdir: str | None,
+    object_store_memory: int | None,
+    env_vars: dict[str, str] | None,
+    log_to_driver: bool,
+) -> RayHandle:
+    """``ensure_ray``'s work, under its lock."""
     import ray
 
     if ray.is_initialized():
@@ -83,6 +99,7 @@ def ensure_ray(
         if tmp:
             os.makedirs(tmp, exist_ok=True)
         ray.init(
+            address="local",  # a new local Ray: never join a cluster that `ray start` left on this machine
             num_cpus=num_cpus if num_cpus is not None else local_num_cpus(),
             num_gpus=num_gpus,
             include_dashboard=False,

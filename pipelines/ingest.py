@@ -10,8 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 from corpus.config import IngestConfig, SourceConfig
 from corpus.ingest import ingest_source
 from infra.transient import is_transient
-from pipelines.profile import Profile
+from pipelines.profile import Profile, as_profile
 from pipelines.reporting import markdown_table
+
+NODE_ID_CHARS = 8  # enough to tell a cluster's nodes apart in a table
 
 
 def retry_if_transient(task_obj: Any, task_run: Any, state: Any) -> bool:
@@ -27,8 +29,9 @@ def ingest_source_task(
     result = ingest_source(source, cfg, root, storage_options)
     summary = result.summary()
     get_run_logger().info(
-        "%s: %s (%d series, %d quarantined)",
+        "%s: %s (%d series, %d quarantined; work units per Ray node: %s)",
         source.name, "reused" if result.reused else "ingested", summary["series"], summary["quarantined"],
+        summary["ray_nodes"],
     )
     return summary
 
@@ -40,8 +43,9 @@ def ingest_task_for(cfg: IngestConfig) -> Any:
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(profile: Profile) -> list[dict[str, Any]]:
+def ingest_flow(profile: str | Profile = "local") -> list[dict[str, Any]]:
     """Ingest every configured source; a source that fails fails the flow after its retries."""
+    profile = as_profile(profile)  # its credentials made usable here, where storage is opened
     cfg = profile.ingest
     futures = ingest_task_for(cfg).map(
         cfg.sources, cfg=unmapped(cfg), root=unmapped(profile.storage.root),
@@ -49,6 +53,13 @@ def ingest_flow(profile: Profile) -> list[dict[str, Any]]:
     )
     summaries = [f.result() for f in futures]
     create_markdown_artifact(
-        key="ingest-summary", markdown=markdown_table(summaries), description="Corpus ingestion per source"
+        key="ingest-summary", markdown=markdown_table([summary_row(s) for s in summaries]),
+        description="Corpus ingestion per source; ray_nodes: work units done per Ray node",
     )
     return summaries
+
+
+def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """A source's summary as a table row: ``ray_nodes`` as ``node: units`` pairs (node ids shortened)."""
+    nodes = summary.get("ray_nodes") or {}
+    return {**summary, "ray_nodes": ", ".join(f"{node[:NODE_ID_CHARS]}: {n}" for node, n in nodes.items())}
