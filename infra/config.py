@@ -113,6 +113,7 @@ class StorageConfig(StrictModel):
 class RayConfig(StrictModel):
     address: str | None = Field(None, description="Ray cluster address; None starts a local Ray in-process")
     num_cpus: int | None = Field(None, ge=1, description="Logical CPUs for a local Ray (more than cores is fine)")
+    dashboard: bool = Field(False, description="Start Ray's dashboard (http://127.0.0.1:8265) with a local Ray")
 
 
 def interpolate_env(value: Any, where: str = "") -> Any:

@@ -55,16 +55,19 @@ def ensure_ray(
     object_store_memory: int | None = None,
     env_vars: dict[str, str] | None = None,
     log_to_driver: bool = True,
+    include_dashboard: bool = False,
 ) -> RayHandle:
     """Connect to Ray or start a local one; a Ray already initialised in this process is reused as is.
 
     ``address`` (else ``RAY_ADDRESS``) joins a running cluster; ``None``/``"local"`` starts an in-process local
     Ray with ``num_cpus`` logical CPUs (default ``local_num_cpus()``). ``tmpdir`` (else ``RAY_TMPDIR``) keeps
     Ray's sockets and logs out of ``/tmp/ray``; keep it short (Unix socket paths are limited to ~107 bytes).
-    ``env_vars`` reach every task and actor of this job (e.g. ``TORCH_EXTENSIONS_DIR``).
+    ``env_vars`` reach every task and actor of this job (e.g. ``TORCH_EXTENSIONS_DIR``). ``include_dashboard``
+    starts Ray's dashboard with a local Ray (the profile's ``ray.dashboard``; off by default: it costs memory).
     """
     with _INIT_LOCK:
-        return _connect(address, num_cpus, num_gpus, tmpdir, object_store_memory, env_vars, log_to_driver)
+        return _connect(address, num_cpus, num_gpus, tmpdir, object_store_memory, env_vars, log_to_driver,
+                        include_dashboard)
 
 
 def _connect(
@@ -75,6 +78,7 @@ def _connect(
     object_store_memory: int | None,
     env_vars: dict[str, str] | None,
     log_to_driver: bool,
+    include_dashboard: bool = False,
 ) -> RayHandle:
     """``ensure_ray``'s work, under its lock."""
     import ray
@@ -102,7 +106,7 @@ def _connect(
             address="local",  # a new local Ray: never join a cluster that `ray start` left on this machine
             num_cpus=num_cpus if num_cpus is not None else local_num_cpus(),
             num_gpus=num_gpus,
-            include_dashboard=False,
+            include_dashboard=include_dashboard,
             object_store_memory=object_store_memory,
             _temp_dir=tmp,
             **common,

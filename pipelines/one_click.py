@@ -111,7 +111,8 @@ def pretrain_then_adapt_flow(
         update = {k: v for k, v in {"data_dir": data_dir, "names": benchmarks}.items() if v}
         prof = prof.model_copy(update={"benchmarks": prof.benchmarks.model_copy(update=update)})
     root, options = prof.storage.root, prof.storage.options
-    ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus)  # corpus, pretraining and STA share the profile's Ray
+    # corpus, pretraining and STA share the profile's Ray
+    ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus, include_dashboard=prof.ray.dashboard)
     log = get_run_logger()
     run_id = run_id or new_run_id()
     started = time.time()

@@ -92,7 +92,8 @@ def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, A
     """Refresh the corpus of ``profile``; returns per-source rows, the synthesis and the training corpus."""
     prof = with_absolute_root(as_profile(profile, overrides))
     root, options = prof.storage.root, prof.storage.options
-    ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus)  # every stage's units run on the profile's Ray
+    # every stage's units run on the profile's Ray
+    ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus, include_dashboard=prof.ray.dashboard)
     started = time.time()
     log = get_run_logger()
     source_futures = ingest_task_for(prof.ingest).map(
