@@ -123,6 +123,7 @@ class Outcome:
     result_line: str | None = None
     tables: list[Any] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    listing: bool = False  # the tables are the result (runs, datasets, show): stdout, not stderr
 
 
 @contextmanager
@@ -155,8 +156,9 @@ def reports(fn: Callable[..., Outcome]) -> Callable[..., None]:
         if as_json:
             sys.stdout.write(json_document(outcome.payload) + "\n")
         else:
+            shown = _console(stderr=False) if outcome.listing else err
             for table in outcome.tables:
-                err.print(table)
+                shown.print(table)
             if outcome.result_line is not None:
                 typer.echo(outcome.result_line)
         sys.stdout.flush()
@@ -524,7 +526,7 @@ def runs(
     prof = settings(profile, set_, {"storage.root": out_root})
     found = [headline(r) for r in list_runs(prof.storage.root, prof.storage.options)]
     table = rich_table(headline_table(found), title="runs") if found else "no recorded runs"
-    return Outcome(found, None, [table])
+    return Outcome(found, None, [table], listing=True)
 
 
 @app.command()
@@ -566,7 +568,7 @@ def datasets(
              "created": row["created"][:19], "inputs": [i.rsplit("/", 1)[-1] for i in row["inputs"]]}
             for d in found for row in d["versions"]]
     table = rich_table(rows, title=f"datasets under {prof.storage.root}") if rows else "no datasets"
-    return Outcome(found, None, [table])
+    return Outcome(found, None, [table], listing=True)
 
 
 @app.command()
@@ -594,7 +596,7 @@ def show(
     tables.append(rich_table(card["lineage"]["up"], title="made from") if card["lineage"]["up"] else "made from: -")
     tables.append(rich_table(card["lineage"]["down"], title="made from it") if card["lineage"]["down"]
                   else "made from it: -")
-    return Outcome(card, None, tables)
+    return Outcome(card, None, tables, listing=True)
 
 
 @app.command()

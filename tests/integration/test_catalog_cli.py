@@ -50,8 +50,8 @@ def test_datasets_lists_every_dataset_with_its_versions(store, capsys: pytest.Ca
     assert all(v["rows"] == 3 and v["bytes"] > 0 and v["created"] for v in sensors)
     assert sensors[0]["inputs"] == [str(store["work"] / "sensors.csv")]
     assert listed["derived"][0]["inputs"] == [f"corpus/sensors@{store['sensors1'].version_id}"]
-    code, _, err = invoke(capsys, "datasets", "--out", store["root"])
-    assert code == 0 and "corpus/meters" in err and store["sensors0"].version_id in err
+    code, out, _ = invoke(capsys, "datasets", "--out", store["root"])
+    assert code == 0 and "corpus/meters" in out and store["sensors0"].version_id in out
 
 
 def test_show_prints_the_card_with_lineage_up_and_down(store, capsys: pytest.CaptureFixture[str]) -> None:

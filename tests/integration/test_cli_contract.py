@@ -96,8 +96,8 @@ def test_runs_on_an_empty_or_missing_root_is_an_empty_list(capsys: pytest.Captur
         for root in (tmp_path / "missing", tmp_path):
             code, out, _ = invoke(capsys, command, "--out", str(root), "--json")
             assert code == 0 and json.loads(out) == []
-            code, out, err = invoke(capsys, command, "--out", str(root))
-            assert code == 0 and f"no {'recorded runs' if command == 'runs' else 'datasets'}" in err
+            code, out, _ = invoke(capsys, command, "--out", str(root))
+            assert code == 0 and f"no {'recorded runs' if command == 'runs' else 'datasets'}" in out
 
 
 def test_choice_lists_match_the_models() -> None:
