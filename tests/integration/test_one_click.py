@@ -121,6 +121,19 @@ def test_runs_show_and_tensorboard_report_the_recorded_run(recorded_run) -> None
     made = {(d["kind"], d.get("run")) for d in card["lineage"]["down"]}
     assert ("pretrain-then-adapt", result["run_id"]) in made and any(k == "pretrain" for k, _ in made)
 
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    by_key = {a.key: a for a in artifacts if a.key}
+    assert by_key["pretrain-then-adapt-report-file"].type == "link"
+    assert manifest["report"] in by_key["pretrain-then-adapt-report-file"].data
+    assert manifest["pretrain"]["url"] in by_key["pretrain-then-adapt-checkpoint"].data
+    assert "data:image/png;base64," in by_key["pretrain-then-adapt-report"].data  # images render in the UI
+    assert by_key["adapt-results"].type == "table" and by_key["pretrain-summary"].type == "table"
+    progress = [a for a in artifacts if a.type == "progress" and "pretrain" in (a.description or "")]
+    assert progress and progress[-1].data == 100.0  # followed the steps while it ran, ended at 100 %
+
     events = root / "runs" / "adapt" / result["run_id"] / "tensorboard"
     for row in ours:
         tag = f"{row['benchmark']}/factost-{row['mode']}-{row['horizon'].replace('->', 'to')}/test_mae"
