@@ -139,7 +139,9 @@ class _ScoreTask:
     part_url: str
     storage_options: dict[str, Any]
     row_group: int
-    row_offset: int
+    row_offset: int  # row (within the part) of the unit's first row
+    skip_rows: int  # rows of the row group before the unit (a multiple of batch_rows)
+    num_rows: int  # rows of the unit
     min_length: int
     window: int
     batch_rows: int
@@ -164,11 +166,17 @@ def _score_task(task: _ScoreTask) -> _ScoreResult:
     span_out: list[np.ndarray] = []
     quarantine: list[tuple[str, str, int]] = []
     row = task.row_offset
+    seen = 0  # rows of the row group read so far
     with fs.open(path, "rb") as fh:
         pf = pq.ParquetFile(fh)
         for batch in pf.iter_batches(
             batch_size=task.batch_rows, row_groups=[task.row_group], columns=["series_id", "target"]
         ):
+            seen += batch.num_rows
+            if seen <= task.skip_rows:
+                continue  # a batch of an earlier unit of this row group
+            if seen - batch.num_rows >= task.skip_rows + task.num_rows:
+                break
             ids = batch.column(0).to_pylist()
             values, offsets, nulls = _targets(batch)
             windows: list[np.ndarray] = []
@@ -210,7 +218,12 @@ def _score_task(task: _ScoreTask) -> _ScoreResult:
 
 
 def _score_tasks(versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str, Any]) -> list[_ScoreTask]:
-    """One task per row group of every part (footers only are read here)."""
+    """Units of about ``score_unit_rows`` rows (whole scoring batches) of every row group of every part.
+
+    Row groups of published parts hold up to 16,384 series: one unit each would leave all but a few cores idle
+    on a small corpus. Only footers are read here.
+    """
+    unit_rows = -(-cfg.score_unit_rows // cfg.feature_batch_rows) * cfg.feature_batch_rows
     tasks = []
     for i, v in enumerate(versions):
         for j, url in enumerate(v.part_urls):
@@ -222,21 +235,15 @@ def _score_tasks(versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str,
                 raise ValueError(f"{url}: not a canonical corpus part (needs series_id and target columns)")
             offset = 0
             for g in range(meta.num_row_groups):
-                tasks.append(
-                    _ScoreTask(
-                        i,
-                        j,
-                        url,
-                        so,
-                        g,
-                        offset,
-                        cfg.min_length,
-                        cfg.window,
-                        cfg.feature_batch_rows,
-                        cfg.reproduce_reference_offbyone,
+                group_rows = meta.row_group(g).num_rows
+                for skip in range(0, group_rows, unit_rows):
+                    tasks.append(
+                        _ScoreTask(
+                            i, j, url, so, g, offset + skip, skip, min(unit_rows, group_rows - skip),
+                            cfg.min_length, cfg.window, cfg.feature_batch_rows, cfg.reproduce_reference_offbyone,
+                        )
                     )
-                )
-                offset += meta.row_group(g).num_rows
+                offset += group_rows
     return tasks
 
 
@@ -433,6 +440,10 @@ def _remove_work(work_url: str, so: dict[str, Any]) -> None:
         fs.rm(path, recursive=True)
 
 
+def _describe_score_task(_i: int, t: _ScoreTask) -> str:
+    return f"{t.part_url} row group {t.row_group} rows {t.skip_rows}..{t.skip_rows + t.num_rows - 1}"
+
+
 def score_pass(
     versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str, Any], track: Callable[..., Iterator[Any]]
 ) -> _Scores:
@@ -440,8 +451,8 @@ def score_pass(
     tasks = _score_tasks(versions, cfg, so)
     tally: StageRun[Any] = StageRun("blast-score", len(tasks))
     results = run_units(
-        _score_task, tasks, stage="blast-score", describe=lambda _i, t: f"{t.part_url} row group {t.row_group}",
-        max_in_flight=cfg.workers, progress=False, tally=tally,
+        _score_task, tasks, stage="blast-score", describe=_describe_score_task, max_in_flight=cfg.workers,
+        progress=False, tally=tally,
     )
     loc_input, loc_part, loc_row, packed, span_len = [], [], [], [], []
     quarantine: list[tuple[str, str, str, int]] = []

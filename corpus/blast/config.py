@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Fields that change how fast or where the stage runs, never what it writes: left out of the fingerprint.
-_RUNTIME_ONLY = {"workers", "feature_batch_rows"}
+_RUNTIME_ONLY = {"workers", "feature_batch_rows", "score_unit_rows"}
 _LIST_OFFSET_LIMIT = 2**31 - 1  # a list<float32> column of one shard must fit int32 offsets
 
 
@@ -22,6 +22,9 @@ class BlastConfig(BaseModel):
     )
     window: int = Field(2039, ge=32, description="points scored per series (the first window of the span)")
     feature_batch_rows: int = Field(256, ge=1, description="series read and scored per batch (memory/speed)")
+    score_unit_rows: int = Field(
+        2048, ge=1, description="series per scoring task (rounded up to whole batches): the unit spread over cores"
+    )
     # projection and grid
     grid_size: int = Field(100, ge=2, le=4096)
     umap_sample_share: float = Field(

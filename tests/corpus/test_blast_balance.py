@@ -219,8 +219,10 @@ def test_rerun_after_clearing_is_byte_identical_with_two_workers(run: dict) -> N
     shas = [p["sha256"] for p in version.manifest["parts"]]
     quarantine_sha = version.manifest["side_tables"]["quarantine"]["sha256"]
     shutil.rmtree(version.folder_url)
-    cfg = CFG.model_copy(update={"workers": 2})
+    # two tasks at a time and scoring units of one 8-series batch: other units, other nodes, the same bytes
+    cfg = CFG.model_copy(update={"workers": 2, "feature_batch_rows": 8, "score_unit_rows": 5})
     again = balance(run["inputs"], cfg, run["out_root"], progress=False)
+    assert again.manifest["stats"]["units"]["blast-score"] > version.manifest["stats"]["units"]["blast-score"]
     assert again.version_id == version.version_id
     assert [p["sha256"] for p in again.manifest["parts"]] == shas
     assert again.manifest["side_tables"]["quarantine"]["sha256"] == quarantine_sha
