@@ -126,9 +126,8 @@ def test_runs_show_and_tensorboard_report_the_recorded_run(recorded_run) -> None
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts()
     by_key = {a.key: a for a in artifacts if a.key}
-    assert by_key["pretrain-then-adapt-report-file"].type == "link"
-    assert manifest["report"] in by_key["pretrain-then-adapt-report-file"].data
-    assert manifest["pretrain"]["url"] in by_key["pretrain-then-adapt-checkpoint"].data
+    assert by_key["pretrain-then-adapt-report-file"].data == f"[report of run {result['run_id']}](file://{manifest['report']})"
+    assert f"](file://{manifest['pretrain']['url']})" in by_key["pretrain-then-adapt-checkpoint"].data  # a link
     assert "data:image/png;base64," in by_key["pretrain-then-adapt-report"].data  # images render in the UI
     assert by_key["adapt-results"].type == "table" and by_key["pretrain-summary"].type == "table"
     progress = [a for a in artifacts if a.type == "progress" and "pretrain" in (a.description or "")]
