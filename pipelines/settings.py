@@ -120,7 +120,7 @@ def apply_overrides(base: BaseModel, flat: Mapping[Key, Any]) -> Any:
     check_keys(model, flat)
     data = deep_merge(base.model_dump(mode="json"), nest(flat))
     try:
-        return model.model_validate(data)
+        return carry_excluded(base, model.model_validate(data))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -129,3 +129,16 @@ def apply_overrides(base: BaseModel, flat: Mapping[Key, Any]) -> Any:
             shown = f"{label(given)}={flat[given]!r}" if given is not None else ".".join(loc)
             problems.append(f"{shown}: {err['msg']}")
         raise OverrideError("; ".join(problems)) from None
+
+
+def carry_excluded(base: BaseModel, new: BaseModel) -> BaseModel:
+    """Put back into ``new`` the fields a dump leaves out (``exclude=True``: credentials), merged with any that the
+    overrides brought; without this a re-validated profile would silently lose its storage credentials."""
+    for name, info in type(base).model_fields.items():
+        old, cur = getattr(base, name), getattr(new, name, None)
+        if info.exclude:
+            value = {**old, **cur} if isinstance(old, dict) and isinstance(cur, dict) else (cur or old)
+            object.__setattr__(new, name, value)  # already validated values; no re-validation on assignment
+        elif isinstance(old, BaseModel) and isinstance(cur, BaseModel):
+            carry_excluded(old, cur)
+    return new

@@ -126,3 +126,14 @@ def test_stage_json_is_one_document_with_the_promised_fields(tmp_path: Path) -> 
     assert last_line(human.stdout) == doc["url"]
     listed = json.loads(run_factost("versions", "kernelsynth", "--out", root, "--json").stdout)
     assert [v["url"] for v in listed] == [doc["url"]]
+
+
+def test_overrides_keep_the_storage_credentials() -> None:
+    from pipelines.profile import Profile
+    from pipelines.settings import apply_overrides
+
+    prof = Profile.model_validate({"storage": {"root": "s3://b/r", "options": {"key": "AK", "secret": "SK"}}})
+    moved = apply_overrides(prof, {"storage.root": "s3://b/other", "storage.options.endpoint_url": "http://x"})
+    assert moved.storage.root == "s3://b/other" and moved.storage.options == {"endpoint_url": "http://x"}
+    assert {k: v.get_secret_value() for k, v in moved.storage.credentials.items()} == {"key": "AK", "secret": "SK"}
+    assert "SK" not in moved.model_dump_json()
