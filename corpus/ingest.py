@@ -392,9 +392,9 @@ def ingest_source(
         )
     except BaseException:
         writer.abort()
+        _clear(work, so, quiet=True)  # never hide why the ingestion failed behind a failed clean-up
         raise
-    finally:
-        _clear(work, so)
+    _clear(work, so)
     if admission.quarantine:
         log.warning("source %s: %d series quarantined (%s)", source.name, len(admission.quarantine),
                     stats["quarantine_reasons"])
@@ -425,11 +425,16 @@ def _admitted(jobs: list[UnitJob], admission: _Admission, tally: StageRun[int]) 
     yield from admission.finish()
 
 
-def _clear(url: str, storage_options: dict[str, Any]) -> None:
-    """Remove a work folder (its files are only ever read by this run)."""
-    fs, path = filesystem(url, storage_options)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+def _clear(url: str, storage_options: dict[str, Any], quiet: bool = False) -> None:
+    """Remove a work folder (its files are only ever read by this run); ``quiet``: log a failure, do not raise."""
+    try:
+        fs, path = filesystem(url, storage_options)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception as exc:
+        if not quiet:
+            raise
+        log.warning("could not remove the work folder %s: %s", url, exc)
 
 
 def _count_reasons(quarantine: list[dict[str, Any]]) -> dict[str, int]:

@@ -102,8 +102,9 @@ def _connect(
         tmp = tmpdir or os.environ.get("RAY_TMPDIR")
         if tmp:
             os.makedirs(tmp, exist_ok=True)
-        ray.init(
+        _init_local(
             address="local",  # a new local Ray: never join a cluster that `ray start` left on this machine
+            logging_level=logging.ERROR,  # its notices (start-up, token auth) are not the user's: one-line errors
             num_cpus=num_cpus if num_cpus is not None else local_num_cpus(),
             num_gpus=num_gpus,
             include_dashboard=include_dashboard,
@@ -117,6 +118,36 @@ def _connect(
     log.info("ray %s: %s CPUs, %s GPUs", "started locally" if started else f"joined {address}", handle.num_cpus,
              handle.num_gpus)
     return handle
+
+
+def _init_local(**kwargs: Any) -> None:
+    """``ray.init`` of a new local Ray, from a thread that lives as long as the process.
+
+    Ray's own processes (GCS, raylet) are killed when the *thread* that started them ends (Linux
+    ``PR_SET_PDEATHSIG`` follows the creating thread): started from a Prefect task's worker thread, the whole
+    local Ray would be SIGKILLed when that task's thread pool shuts down, and the next stage would hang.
+    """
+    import ray
+
+    if threading.current_thread() is threading.main_thread():
+        ray.init(**kwargs)
+        return
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def parent() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+        finally:
+            started.set()
+        threading.Event().wait()  # never ends: Ray's processes must outlive every caller's thread
+
+    threading.Thread(target=parent, name="ray-parent", daemon=True).start()
+    started.wait()
+    if errors:
+        raise errors[0]
 
 
 def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:

@@ -109,7 +109,7 @@ class NetworkGate:
     def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            _shut(listener)  # wakes the accept() below
+            _shut(listener, close=True)  # wakes the accept() below
         with self._lock:
             streams, self._streams = self._streams, set()
         for stream in streams:
@@ -125,12 +125,24 @@ class NetworkGate:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
                 upstream.settimeout(None)
             except OSError:
-                _shut(client)
+                _shut(client, close=True)
                 continue
             with self._lock:
                 self._streams.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
+
+    @classmethod
+    def _forward(cls, client: socket.socket, upstream: socket.socket) -> None:
+        """Pipe both ways; close the pair only when both pipes are done, so no thread uses a closed (and maybe
+        reused: Ray's gRPC opens sockets all the time in the same process) file descriptor."""
+        pipes = [threading.Thread(target=cls._pipe, args=pair, daemon=True)
+                 for pair in ((client, upstream), (upstream, client))]
+        for pipe in pipes:
+            pipe.start()
+        for pipe in pipes:
+            pipe.join()
+        _shut(client, close=True)
+        _shut(upstream, close=True)
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -144,9 +156,17 @@ class NetworkGate:
             _shut(dst)
 
 
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
+_SHUT_LOCK = threading.Lock()
+
+
+def _shut(sock: socket.socket, close: bool = False) -> None:
+    """Shut a socket down (wakes a thread blocked on it); close it only where nothing else can still use it."""
+    with _SHUT_LOCK:
+        if sock.fileno() == -1:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if close:
+            sock.close()

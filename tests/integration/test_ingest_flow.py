@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,33 @@ from infra.versions import list_versions, open_version
 from pipelines.ingest import ingest_flow
 from pipelines.profile import Profile
 from tests.conftest import shared_data
-from tests.s3_server import NetworkGate, make_bucket, start_moto
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, NetworkGate, make_bucket, start_moto
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_with_store_credentials() -> Iterator[None]:
+    """The module's own Ray, started with moto's keys in the standard AWS chain, as a cluster's nodes hold theirs.
+
+    A profile's own credentials stay in the flow's process (never in task arguments); Ray's workers, like any
+    process on a cluster node, find theirs in the environment they were started with. A Ray left by an earlier
+    module was started without them, so it is replaced for this module and stopped after it.
+    """
+    import ray
+
+    from infra.ray_runtime import ensure_ray
+
+    keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    saved = {k: os.environ.get(k) for k in keys}
+    ray.shutdown()
+    os.environ.update(keys)
+    ensure_ray()
+    yield
+    ray.shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_flow_ingests_every_source_and_reports_each(prefect_harness, tmp_path: Path) -> None:
