@@ -439,6 +439,75 @@ def _results_table(rows: list[dict[str, Any]], run_id: str) -> Any:
     return rich_table(rows, title=f"run {run_id}", columns=[c for c in RESULT_COLUMNS if any(c in r for r in rows)])
 
 
+EVAL_KINDS = (*CONNECTOR_KINDS, "version")
+EVAL_METHODS = ("factost", "seasonal_naive", "auto_ets", "auto_theta")
+EVAL_COLUMNS = ["dataset", "method", "mase", "wql", "crps", "coverage_80", "n_series", "n_skipped", "season",
+                "seconds", "relative_mase", "relative_wql"]
+
+
+@app.command()
+@reports
+def evaluate(
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Backbone checkpoint folder (path or URL)")],
+    kind: Annotated[str, typer.Argument(metavar="KIND", callback=choice(EVAL_KINDS, "kind"),
+                                        help=f"Connector ({', '.join(CONNECTOR_KINDS)}) or 'version' for "
+                                             "published version URLs")],
+    paths: Annotated[list[str], typer.Argument(help="One dataset per path: input file or folder as ingest takes "
+                                                    "it, or a version URL")],
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="H: the last H points of each series are scored")],
+    seasonality: Annotated[int | None, typer.Option("--seasonality", min=1,
+                                                    help="S for MASE and the baselines (default: from the frequency)")
+                           ] = None,
+    methods: Annotated[str, typer.Option(callback=choice(EVAL_METHODS, "method", many=True),
+                                         help="Comma list of methods (seasonal_naive always runs)")
+                       ] = ",".join(EVAL_METHODS),
+    name: Annotated[str | None, typer.Option(help="Dataset name when one path is given (default: its stem)")] = None,
+    freq: Annotated[str | None, typer.Option(help="Pandas offset alias overriding the inferred one")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Folder for results.csv/.md/.json and forecast plots")
+                   ] = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = "local",
+    as_json: json_opt("results (dataset, method, mase, wql, crps, coverage_80, n_series, n_skipped, season, "
+                      "horizon, seconds), relative (per_dataset, geometric_mean), skipped") = False,
+) -> Outcome:
+    """Zero-shot forecast of every series' last H points against seasonal naive, AutoETS and AutoTheta.
+
+    Connector options are --set source.options.KEY=VALUE, as for ingest. Prints the results table path last
+    with --out.
+    """
+    from pipelines.reporting import rich_table
+    from training.evaluate import evaluate as run_evaluation
+    from training.evaluate import read_source, read_version, result_rows, write_outputs
+    from training.io import from_pretrained
+
+    if name and len(paths) > 1:
+        raise usage_error("--name names one dataset; several paths were given", "'--name'")
+    prof = settings(profile, [p for p in set_ or [] if not p.strip().startswith("source.")])
+    options = prof.storage.options or None
+    model = from_pretrained(checkpoint, options)
+    data = []
+    for path in paths:
+        if kind == "version":
+            data.append(read_version(path, options))
+            continue
+        source, _ = _source_config({"name": name or _default_name(path), "kind": kind, "paths": [path],
+                                    "freq": freq}, set_)
+        data.append(read_source(source, options))
+    names = [d.name for d in data]
+    if len(set(names)) < len(names):
+        raise usage_error(f"two datasets named {next(n for n in names if names.count(n) > 1)!r}; give distinct files")
+    result = run_evaluation(model, data, horizon, seasonality, methods, checkpoint=checkpoint)
+    doc = result.document()
+    written = write_outputs(result, out, options) if out else None
+    if written:
+        doc["outputs"] = written
+    gmean = [{"method": m, "geomean_relative_mase": v["mase"], "geomean_relative_wql": v["wql"]}
+             for m, v in doc["relative"]["geometric_mean"].items()]
+    tables = [rich_table(result_rows(result), title=f"zero-shot, last {horizon} points", columns=EVAL_COLUMNS),
+              rich_table(gmean, title="geometric mean of the ratio to seasonal naive")]
+    return Outcome(doc, written["markdown"] if written else None, tables)
+
+
 @run_app.command("refresh")
 @reports
 def run_refresh(
