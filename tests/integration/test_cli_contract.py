@@ -15,7 +15,7 @@ import pytest
 from tests.integration.cli_helpers import invoke, last_line, run_factost
 
 COMMANDS = ["ingest", "synth", "balance", "pretrain", "adapt", "rerun", "runs", "versions", "datasets", "show",
-            "verify", "run", "run refresh", "run pretrain-then-adapt"]
+            "verify", "evaluate", "run", "run refresh", "run pretrain-then-adapt"]
 
 
 @pytest.fixture
