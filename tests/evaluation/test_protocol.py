@@ -59,8 +59,8 @@ def test_scores_equal_utilsforecast_mase_and_scoringrules_crps(result) -> None:
         crps = scoringrules.crps_quantile(split.targets, fc.quantiles, levels, backend="numpy")
         assert got.crps == pytest.approx(float(np.mean(crps)), rel=1e-9)
         wql_idx = [list(levels).index(q) for q in WQL_LEVELS]
-        pin = [np.maximum(q * (split.targets - fc.quantiles[:, :, k]), (q - 1) * (split.targets - fc.quantiles[:, :, k]))
-               for q, k in zip(WQL_LEVELS, wql_idx, strict=True)]
+        errors = [(q, split.targets - fc.quantiles[:, :, k]) for q, k in zip(WQL_LEVELS, wql_idx, strict=True)]
+        pin = [np.maximum(q * e, (q - 1) * e) for q, e in errors]
         assert got.wql == pytest.approx(np.mean([2 * p.sum() / np.abs(split.targets).sum() for p in pin]))
         lo, hi = fc.quantiles[:, :, list(levels).index(0.1)], fc.quantiles[:, :, list(levels).index(0.9)]
         assert got.coverage_80 == pytest.approx(((split.targets >= lo) & (split.targets <= hi)).mean())
