@@ -16,7 +16,7 @@ units are the same series in the same order by construction. A connector without
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -48,6 +48,15 @@ class IngestUnit:
     chunk: int = 0
     chunks: int = 1
     context: Any = field(default=None, compare=False)
+
+    def split(self, ranges: list[tuple[int, int | None, int]] | None, context: Any) -> list[IngestUnit]:
+        """This file's unit cut into byte ranges ``(start, stop, lines before start)``; itself when not cut."""
+        if ranges is None or len(ranges) == 1:
+            return [self]
+        return [
+            replace(self, start=start, stop=stop, line_base=base, chunk=k, chunks=len(ranges), context=context)
+            for k, (start, stop, base) in enumerate(ranges)
+        ]
 
     def label(self) -> str:
         """How errors name the unit: the file, plus which chunk of it when the file was split."""

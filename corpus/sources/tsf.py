@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -97,13 +97,7 @@ def plan(
             header = _parse_header(enumerate(fh, start=1), url, _override(options))
         names = {name for name, _ in header.columns}
         ranges = line_chunks(url, storage_options, header.lines, chunk_bytes) if ID_ATTRIBUTE in names else None
-        if ranges is None or len(ranges) == 1:
-            units.append(unit)
-            continue
-        units.extend(
-            replace(unit, start=start, stop=stop, line_base=base, chunk=k, chunks=len(ranges), context=header)
-            for k, (start, stop, base) in enumerate(ranges)
-        )
+        units.extend(unit.split(ranges, header))
     return units
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -67,13 +67,7 @@ def plan(
         with open_text(url, storage_options, options.encoding) as fh:
             header = _parse_header(csv.reader(fh), url, options)
         ranges = line_chunks(url, storage_options, header.lines, chunk_bytes, quote=b'"')
-        if ranges is None or len(ranges) == 1:
-            units.append(unit)
-            continue
-        units.extend(
-            replace(unit, start=start, stop=stop, line_base=base, chunk=k, chunks=len(ranges), context=header)
-            for k, (start, stop, base) in enumerate(ranges)
-        )
+        units.extend(unit.split(ranges, header))
     return units
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -32,18 +31,13 @@ def ray_with_store_credentials() -> Iterator[None]:
 
     from infra.ray_runtime import ensure_ray
 
-    keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    saved = {k: os.environ.get(k) for k in keys}
-    ray.shutdown()
-    os.environ.update(keys)
-    ensure_ray()
-    yield
-    ray.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        ray.shutdown()
+        ensure_ray()
+        yield
+        ray.shutdown()
 
 
 def test_flow_ingests_every_source_and_reports_each(prefect_harness, tmp_path: Path) -> None:

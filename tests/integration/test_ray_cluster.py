@@ -39,20 +39,16 @@ def cluster(s3_server) -> Iterator[Any]:
     """A head and two worker nodes of 2 CPUs each; their workers reach S3 with the standard AWS variables."""
     from ray.cluster_utils import Cluster
 
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_ADDRESS")}
-    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-    os.environ.pop("RAY_ADDRESS", None)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    for _ in range(2):
-        c.add_node(num_cpus=2)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        env.delenv("RAY_ADDRESS", raising=False)
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        for _ in range(2):
+            c.add_node(num_cpus=2)
+        c.wait_for_nodes()
+        yield c
+        c.shutdown()
 
 
 RESULT = "RESULT: "  # python drivers mark their result line: Ray's own messages reach stdout too
