@@ -132,15 +132,16 @@ class _Progress:
         self._task: Any = None
         self._artifact: Any = None
         if enabled and total > 0:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(
+            self._bar = Progress(  # on stderr: a command's stdout holds its result alone
                 TextColumn(f"[bold]{stage}[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                transient=True,
+                transient=True, console=Console(stderr=True),
             )
             self._bar.start()
             self._task = self._bar.add_task(stage, total=total)
-        self._artifact = _start_progress_artifact(stage)
+        self._artifact = start_progress_artifact(stage)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -152,15 +153,15 @@ class _Progress:
             log.info("%s: %d/%d units (%.0f s)", self.stage, self.done, self.total, now - self._t0)
         if self._artifact is not None and (now - self._last_artifact >= _ARTIFACT_EVERY_S or self.done == self.total):
             self._last_artifact = now
-            _update_progress_artifact(self._artifact, 100.0 * self.done / max(self.total, 1))
+            update_stage_progress(self._artifact, 100.0 * self.done / max(self.total, 1))
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
 
 
-def _start_progress_artifact(stage: str) -> Any:
-    """A Prefect progress artifact when running inside a flow or task run; None elsewhere."""
+def start_progress_artifact(stage: str) -> Any:
+    """A Prefect progress artifact when running inside a flow or task run; None elsewhere (or on any error)."""
     try:
         from prefect.artifacts import create_progress_artifact
         from prefect.context import FlowRunContext, TaskRunContext
@@ -173,7 +174,8 @@ def _start_progress_artifact(stage: str) -> Any:
         return None
 
 
-def _update_progress_artifact(artifact_id: Any, progress: float) -> None:
+def update_stage_progress(artifact_id: Any, progress: float) -> None:
+    """Move a progress artifact made by ``start_progress_artifact`` (percent done); never fails the caller."""
     try:
         from prefect.artifacts import update_progress_artifact
 

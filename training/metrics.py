@@ -212,9 +212,9 @@ class ProgressFollower:
             )
             self._bar.start()
             self._task = self._bar.add_task("pretrain", total=self.total, completed=self.last_step, info="")
-        from infra.stage_runtime import _start_progress_artifact
+        from infra.stage_runtime import start_progress_artifact
 
-        self._artifact = _start_progress_artifact("pretrain")
+        self._artifact = start_progress_artifact("pretrain")
         # The thread runs in a copy of the caller's context: inside a Prefect task its log records and artifact
         # updates belong to that task's flow run (Prefect finds the run through context variables).
         context = contextvars.copy_context()
@@ -267,9 +267,9 @@ class ProgressFollower:
         if rec["step"] % self.log_every and rec["step"] != self.total:
             return
         if self._artifact is not None:
-            from infra.stage_runtime import _update_progress_artifact
+            from infra.stage_runtime import update_stage_progress
 
-            _update_progress_artifact(self._artifact, 100.0 * rec["step"] / max(self.total, 1))
+            update_stage_progress(self._artifact, 100.0 * rec["step"] / max(self.total, 1))
         logging.getLogger(__name__).info("pretrain step %d/%d %s, ETA %s", rec["step"], self.total, info,
                                          "-" if eta is None else f"{eta:.0f} s")
         wait = sum(r.get("data_wait_s", 0.0) for r in self._window)
