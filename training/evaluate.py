@@ -148,7 +148,7 @@ def season_length(freq: str | None) -> int:
     nanos = getattr(offset, "nanos", None) if _is_tick(offset) else None
     if nanos:
         return max(1, day // nanos) if day % nanos == 0 else 1
-    base = offset.name.split("-")[0]
+    base = offset.rule_code.split("-")[0]
     return SEASON_BY_UNIT.get(base, 1) if offset.n == 1 else 1
 
 
@@ -181,11 +181,14 @@ def read_source(source: Any, storage_options: dict[str, Any] | None = None) -> E
 
 
 def read_version(url: str, storage_options: dict[str, Any] | None = None) -> EvalDataset:
-    """The series of an already published corpus version."""
-    from infra.versions import iter_batches, open_version
+    """The series of an already published corpus version; what ingest quarantined is counted as skipped."""
+    from infra.versions import iter_batches, open_version, read_side_table
 
     version = open_version(url, storage_options)
     ids, series, freqs, skipped = [], [], [], Counter()
+    quarantine = read_side_table(version, "quarantine")
+    if quarantine is not None:
+        skipped.update(_skip_reason(r) for r in quarantine.column("reason").to_pylist() if r)
     for batch in iter_batches(version, columns=["series_id", "freq", "target"]):
         _collect(batch, ids, series, freqs, skipped, reasons=None)
     return EvalDataset(version.dataset.rsplit("/", 1)[-1], _common_freq(freqs), ids, series, dict(skipped))

@@ -8,7 +8,8 @@ import pytest
 import scoringrules
 from utilsforecast.losses import mase as uf_mase
 
-from corpus.config import SourceConfig
+from corpus.config import IngestConfig, SourceConfig
+from corpus.ingest import single_stream
 from tests.conftest import shared_data
 from tests.evaluation.conftest import HORIZON, SEASON
 from training.evaluate import (
@@ -16,6 +17,7 @@ from training.evaluate import (
     EvalDataset,
     evaluate,
     read_source,
+    read_version,
     season_length,
     split_dataset,
 )
@@ -30,14 +32,14 @@ def hourly(long_csv) -> EvalDataset:
 @pytest.fixture(scope="module")
 def result(checkpoint, hourly):
     return evaluate(from_pretrained(checkpoint), [hourly], HORIZON, SEASON,
-                    methods=["factost", "seasonal_naive", "auto_ets"])
+                    methods=["factost", "seasonal_naive", "auto_ets", "auto_theta"])
 
 
 def test_short_and_missing_series_are_skipped_and_counted(result, hourly) -> None:
     assert hourly.freq == "h" and season_length(hourly.freq) == 24
     assert result.skipped["hourly"] == {"all missing": 1, f"too short (< H + S + 1 = {HORIZON + SEASON + 1} points)": 1}
     assert {s.method: (s.n_series, s.n_skipped) for s in result.scores} == {
-        m: (3, 2) for m in ("factost", "seasonal_naive", "auto_ets")}
+        m: (3, 2) for m in ("factost", "seasonal_naive", "auto_ets", "auto_theta")}
 
 
 def test_scores_equal_utilsforecast_mase_and_scoringrules_crps(result) -> None:
@@ -101,3 +103,22 @@ def test_exchange_rate_baselines_reproduce_the_published_table() -> None:
     assert scores["auto_ets"].mase == pytest.approx(1.643, rel=0.03)
     assert result.relative()["geometric_mean"]["auto_ets"]["mase"] == pytest.approx(
         scores["auto_ets"].mase / scores["seasonal_naive"].mase)
+
+
+@pytest.mark.parametrize(("freq", "season"), [("ME", 12), ("M", 12), ("QE-DEC", 4), ("W-SUN", 1), ("D", 1), ("B", 5),
+                                              ("h", 24), ("H", 24), ("15min", 96), ("2h", 12), ("YE", 1), ("3D", 1),
+                                              (None, 1)])
+def test_season_length_from_the_frequency(freq: str | None, season: int) -> None:
+    assert season_length(freq) == season
+
+
+def test_a_published_version_reads_as_its_source(long_csv, tmp_path) -> None:
+    source = SourceConfig(name="hourly", kind="long", paths=[str(long_csv)])
+    version = single_stream(source, IngestConfig(), str(tmp_path / "store"))
+    published, direct = read_version(version.url), read_source(source)
+    assert published.name == "hourly" and published.freq == direct.freq == "h"
+    # ingest quarantined the all-missing series (its min_length 8 keeps the short one): counted as skipped
+    assert published.ids == direct.ids
+    assert published.skipped == direct.skipped == {"all missing": 1}
+    for a, b in zip(published.series, direct.series, strict=True):
+        np.testing.assert_array_equal(a, b)
