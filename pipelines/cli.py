@@ -452,7 +452,8 @@ def evaluate(
     kind: Annotated[str, typer.Argument(metavar="KIND", callback=choice(EVAL_KINDS, "kind"),
                                         help=f"Connector ({', '.join(CONNECTOR_KINDS)}) or 'version' for "
                                              "published version URLs")],
-    paths: Annotated[list[str], typer.Argument(help="One dataset per path: input file or folder as ingest takes "
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...",
+                                               help="One dataset per path: input file or folder as ingest takes "
                                                     "it, or a version URL")],
     horizon: Annotated[int, typer.Option("--horizon", min=1, help="H: the last H points of each series are scored")],
     seasonality: Annotated[int | None, typer.Option("--seasonality", min=1,
