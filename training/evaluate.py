@@ -22,11 +22,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adaptation.metrics import crps_from_quantiles, interval_coverage, weighted_quantile_loss
+from training.model import DEFAULT_QUANTILE_LEVELS
+
+if TYPE_CHECKING:
+    from training.model import FactoSTBackbone
 
 METHODS: tuple[str, ...] = ("factost", "seasonal_naive", "auto_ets", "auto_theta")
 WQL_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -123,7 +127,8 @@ def _ratio(value: float, base: float) -> float:
 
 
 def geometric_mean(values: Sequence[float]) -> float:
-    """Geometric mean of positive finite values; NaN when any is missing (a ratio to a zero baseline)."""
+    """Geometric mean of the ratios; 0 when one is 0 (a perfect dataset), NaN when one is undefined (a zero
+    seasonal-naive score)."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0 or not np.isfinite(arr).all():
         return math.nan
@@ -328,7 +333,7 @@ def _width(q: float) -> int | float:
     return int(width) if width == int(width) else width
 
 
-def backbone_forecast(model: Any, split: Split, batch_size: int = 256) -> Forecast:
+def backbone_forecast(model: FactoSTBackbone, split: Split, batch_size: int = 256) -> Forecast:
     """The backbone's quantiles; NaN inside a context goes to the model as NaN (it masks missing points)."""
     from training.forecast import forecast
 
@@ -337,7 +342,7 @@ def backbone_forecast(model: Any, split: Split, batch_size: int = 256) -> Foreca
     return Forecast("factost", q.astype(np.float64), tuple(model.cfg.quantile_levels), time.perf_counter() - start)
 
 
-def check_horizon(model: Any, horizon: int, where: str) -> None:
+def check_horizon(model: FactoSTBackbone, horizon: int, where: str) -> None:
     """A rollout feeds the median back as context; past ``max_context`` points the model would read nothing but
     its own forecasts, so that is the longest horizon evaluated."""
     if horizon < 1:
@@ -347,10 +352,13 @@ def check_horizon(model: Any, horizon: int, where: str) -> None:
 
 
 def evaluate(
-    model: Any, datasets: Sequence[EvalDataset], horizon: int, season: int | None = None,
+    model: FactoSTBackbone | None, datasets: Sequence[EvalDataset], horizon: int, season: int | None = None,
     methods: Sequence[str] = METHODS, checkpoint: str = "the backbone",
 ) -> Evaluation:
-    """Score every method on every dataset's last ``horizon`` points; ``season`` overrides the frequency table."""
+    """Score every method on every dataset's last ``horizon`` points; ``season`` overrides the frequency table.
+
+    ``model`` may be None when only baselines are asked for (they then use the default 11 quantile levels).
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
@@ -360,7 +368,7 @@ def evaluate(
         check_horizon(model, horizon, checkpoint)
     if "seasonal_naive" not in methods:
         methods = ["seasonal_naive", *methods]
-    levels = tuple(model.cfg.quantile_levels) if model is not None else (0.01, *WQL_LEVELS, 0.99)
+    levels = tuple(model.cfg.quantile_levels) if model is not None else DEFAULT_QUANTILE_LEVELS
     scores, splits, forecasts = [], [], {}
     for data in datasets:
         split = split_dataset(data, horizon, season or season_length(data.freq))
@@ -370,7 +378,7 @@ def evaluate(
     return Evaluation(scores, {s.dataset: s.skipped for s in splits}, splits, forecasts)
 
 
-def _run(method: str, model: Any, split: Split, levels: Sequence[float]) -> Forecast:
+def _run(method: str, model: FactoSTBackbone | None, split: Split, levels: Sequence[float]) -> Forecast:
     if method == "factost":
         return backbone_forecast(model, split)
     if method == "seasonal_naive":

@@ -122,3 +122,12 @@ def test_a_published_version_reads_as_its_source(long_csv, tmp_path) -> None:
     assert published.skipped == direct.skipped == {"all missing": 1}
     for a, b in zip(published.series, direct.series, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_geometric_mean_of_the_ratios_over_datasets(hourly) -> None:
+    reversed_ = EvalDataset("reversed", hourly.freq, hourly.ids, [v[::-1].copy() for v in hourly.series])
+    result = evaluate(None, [hourly, reversed_], HORIZON, SEASON, methods=["seasonal_naive", "auto_theta"])
+    ratios = [r["mase"] for r in result.relative()["per_dataset"] if r["method"] == "auto_theta"]
+    assert len(ratios) == 2 and ratios[0] != ratios[1]
+    assert result.relative()["geometric_mean"]["auto_theta"]["mase"] == pytest.approx(np.sqrt(ratios[0] * ratios[1]))
+    assert result.relative()["geometric_mean"]["seasonal_naive"] == {"mase": 1.0, "wql": 1.0}
