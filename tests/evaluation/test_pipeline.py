@@ -43,3 +43,15 @@ def test_other_levels_are_interpolated_linearly_and_clamped() -> None:
     np.testing.assert_allclose(got[0, 0], [0.0, 0.0, 5.0, 20.0, 30.0, 30.0])
     with pytest.raises(ValueError, match=r"quantile_levels must lie in \(0, 1\), got \[1\.5\]"):
         interpolate_levels(q, have, [1.5])
+
+
+def test_bf16_autocast_stays_close_to_float32(checkpoint: str) -> None:
+    """The GPU default (bf16 autocast), run here on the CPU: float32 outputs within bf16 rounding of float32."""
+    contexts = _contexts()
+    full = FactoSTPipeline.from_pretrained(checkpoint, device_map="cpu")
+    half = FactoSTPipeline.from_pretrained(checkpoint, device_map="cpu", bf16=True)
+    assert not full.bf16 and half.bf16
+    got, expected = half.predict(contexts, 24), full.predict(contexts, 24)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-2)
+    assert not np.array_equal(got.numpy(), expected.numpy())  # the autocast really ran
