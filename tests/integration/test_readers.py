@@ -93,13 +93,15 @@ def check_every_reader(versions: dict[str, DatasetVersion], options: dict[str, A
             assert {c["name"] for c in version.manifest["schema"]} <= set(table.column_names), f"{tool} on {kind}"
 
 
-@pytest.fixture(scope="module")
-def offline_hub():
-    """No hub look-ups for local files (datasets' offline mode also refuses remote data files, so not on S3)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_DATASETS_OFFLINE", "1")
-        yield
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub look-ups for local files, for this test only (datasets' offline mode also refuses remote data
+    files, so not on S3). datasets reads the variable once, at import: its config flag is patched as well."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 def test_every_kind_reads_at_its_url_locally(tmp_path: Path, offline_hub) -> None:
