@@ -64,3 +64,17 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A freshly initialised minuscule backbone saved as a checkpoint (what the harness and `evaluate` load)."""
+    import torch
+
+    from training.io import save_pretrained
+    from training.model import BackboneConfig, FactoSTBackbone
+
+    torch.manual_seed(0)
+    url = str(tmp_path_factory.mktemp("ckpt") / "backbone")
+    save_pretrained(FactoSTBackbone(BackboneConfig.from_size("minuscule")), url)
+    return url

@@ -1,4 +1,4 @@
-"""Fixtures of the zero-shot evaluation tests: a tiny random backbone and a small long-format csv."""
+"""Fixtures of the zero-shot evaluation tests: a small long-format csv (the backbone: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-
-from training.io import save_pretrained
-from training.model import BackboneConfig, FactoSTBackbone
 
 HORIZON, SEASON = 12, 4
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A freshly initialised minuscule backbone saved as a checkpoint (what `evaluate` loads by URL)."""
-    torch.manual_seed(0)
-    url = str(tmp_path_factory.mktemp("ckpt") / "backbone")
-    save_pretrained(FactoSTBackbone(BackboneConfig.from_size("minuscule")), url)
-    return url
 
 
 def periodic_tail(n: int, rng: np.random.Generator) -> np.ndarray:
