@@ -1,4 +1,4 @@
-"""Session-wide test setup: isolated Prefect home, Ray temp dir and the shared real-data folder."""
+"""Test-run-wide setup: isolated Prefect home, Ray temp dir, the optional real data (``FACTOST_TEST_DATA``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.real_data import TEST_DATA_SETTING, real_data_root
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 _session_tmp = Path(tempfile.mkdtemp(prefix="factost-tests-"))
 os.environ["PREFECT_HOME"] = str(_session_tmp / "prefect")
@@ -22,17 +23,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(PROJECT_ROOT / ".cache" / "numba"))
 
 
-def shared_data(*parts: str) -> Path:
-    """A path in ../shared/data, or skip the test with the reason when it is absent (a user's fresh clone)."""
-    path = SHARED_DATA.joinpath(*parts)
+def real_data(*parts: str) -> Path:
+    """A file of the optional real data (``FACTOST_TEST_DATA``), or skip the test saying how to provide it."""
+    path = real_data_root().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data {path} is absent (../shared/data exists only on developer and CI machines)")
+        pytest.skip(f"real data {path} is absent: set {TEST_DATA_SETTING} to the folder that holds it")
     return path
 
 
 @pytest.fixture
-def shared_data_path():
-    return shared_data
+def real_data_path():
+    return real_data
 
 
 @pytest.fixture(scope="session")

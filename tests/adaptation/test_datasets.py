@@ -1,7 +1,7 @@
 """Benchmark loaders, registry, restricted unpickler, calendar features, splits and scaler.
 
-Real files from ../shared/data where present (skipped with the reason otherwise); every other format is
-written by the test itself in the exact shape the public files have.
+Real files from the optional real-data folder (``FACTOST_TEST_DATA``) where present (skipped with the reason
+otherwise); every other format is written by the test itself in the exact shape the public files have.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from adaptation.datasets.downloads import ChecksumMismatchError, DownloadSpec, d
 # --------------------------------------------------------------------------- real files
 
 
-def test_etth2_equals_an_independent_pandas_parse(shared_data_path) -> None:
-    path = shared_data_path("ett", "ETTh2.csv")
+def test_etth2_equals_an_independent_pandas_parse(real_data_path) -> None:
+    path = real_data_path("ett", "ETTh2.csv")
     dataset = resolve_benchmark("ETTh2", str(path.parent.parent))  # found in the ett/ subfolder
     frame = pd.read_csv(path, parse_dates=["date"])
     np.testing.assert_array_equal(dataset.values, frame.iloc[:, 1:].to_numpy(np.float32))
@@ -55,8 +55,8 @@ def test_etth2_equals_an_independent_pandas_parse(shared_data_path) -> None:
     np.testing.assert_allclose(scaler.std, train.std(axis=0), rtol=1e-9)
 
 
-def test_los_loop_speed_and_adjacency(shared_data_path) -> None:
-    folder = shared_data_path("los_loop")
+def test_los_loop_speed_and_adjacency(real_data_path) -> None:
+    folder = real_data_path("los_loop")
     dataset = resolve_benchmark("los-loop", str(folder.parent))
     speed = pd.read_csv(folder / "los_speed.csv")
     adj = pd.read_csv(folder / "los_adj.csv", header=None).to_numpy(np.float32)
@@ -74,8 +74,8 @@ def test_los_loop_speed_and_adjacency(shared_data_path) -> None:
     assert direct.name == "los-loop" and direct.null_value == "zero" and direct.adjacency is not None
 
 
-def test_pems08_dense_distance_matrix_gaussian_kernel(shared_data_path) -> None:
-    path = shared_data_path("graphs", "PEMS08_distance_matrix.csv")
+def test_pems08_dense_distance_matrix_gaussian_kernel(real_data_path) -> None:
+    path = real_data_path("graphs", "PEMS08_distance_matrix.csv")
     dist = read_distance_matrix(str(path), num_nodes=170)
     raw = pd.read_csv(path, index_col=0).to_numpy()
     listed = raw[(raw > 0) & ~np.eye(170, dtype=bool)]
@@ -92,8 +92,8 @@ def test_pems08_dense_distance_matrix_gaussian_kernel(shared_data_path) -> None:
     assert (adjacency > 0).sum() == 170 + kept == 440  # self-loops + the listed edges that survive the 0.1 cut
 
 
-def test_metr_la_pickle_through_the_restricted_unpickler(shared_data_path) -> None:
-    path = shared_data_path("graphs", "metr_la_adj_mx.pkl")
+def test_metr_la_pickle_through_the_restricted_unpickler(real_data_path) -> None:
+    path = real_data_path("graphs", "metr_la_adj_mx.pkl")
     ids, id_to_ind, adj = read_dcrnn_pickle(str(path))
     with open(path, "rb") as fh:  # the trusted reference: our own copy of the public file
         ref_ids, ref_map, ref_adj = pickle.load(fh, encoding="latin1")
@@ -366,13 +366,13 @@ def test_download_verifies_and_records_checksums(tmp_path: Path) -> None:
 
 
 def test_registry_checksums_match_the_real_files_and_download_true_fetches(
-    shared_data_path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    real_data_path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The recorded sha256s are the real files'; ``download=True`` fetches (here from file:// copies) and loads."""
     from adaptation.datasets import registry
 
-    folder = shared_data_path("los_loop")
-    assert registry.BENCHMARKS["etth2"].downloads[0].sha256 == sha256_file(shared_data_path("ett", "ETTh2.csv"))
+    folder = real_data_path("los_loop")
+    assert registry.BENCHMARKS["etth2"].downloads[0].sha256 == sha256_file(real_data_path("ett", "ETTh2.csv"))
     spec = registry.BENCHMARKS["los-loop"]
     local = tuple(d.model_copy(update={"url": (folder / d.filename).as_uri()}) for d in spec.downloads)
     monkeypatch.setitem(registry.BENCHMARKS, "los-loop", spec.model_copy(update={"downloads": local}))

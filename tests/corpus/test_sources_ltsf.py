@@ -18,8 +18,8 @@ from corpus.errors import MalformedInputError
         ("exchange_rate", "exchange_rate.csv", [*"0123456", "OT"], 7588, "D", datetime(1990, 1, 1)),
     ],
 )
-def test_real_files_match_pandas(read_source, shared_data_path, folder, name, columns, rows, freq, start):
-    path = shared_data_path(folder, name)
+def test_real_files_match_pandas(read_source, real_data_path, folder, name, columns, rows, freq, start):
+    path = real_data_path(folder, name)
     frame = pd.read_csv(path, float_precision="round_trip")  # correctly rounded like ours (pandas 2 default: not)
     series = read_source("ltsf", [path], block_size=64 << 10)  # small blocks: many record batches per file
     assert [s.item_id for s in series] == columns == list(frame.columns[1:])

@@ -19,8 +19,8 @@ def independent_m4(path: Path) -> dict[str, list[float]]:
     return {row[0]: [float(v) for v in row[1:] if v != ""] for row in rows}
 
 
-def test_real_hourly_train_and_test_join_per_id(read_source, shared_data_path):
-    train, test = shared_data_path("m4", "Hourly-train.csv"), shared_data_path("m4", "Hourly-test.csv")
+def test_real_hourly_train_and_test_join_per_id(read_source, real_data_path):
+    train, test = real_data_path("m4", "Hourly-train.csv"), real_data_path("m4", "Hourly-test.csv")
     series = read_source("m4", [test, train])  # order of the two paths does not matter
     expected_train, expected_test = independent_m4(train), independent_m4(test)
     assert [s.item_id for s in series] == list(expected_train) and len(series) == 414
@@ -33,8 +33,8 @@ def test_real_hourly_train_and_test_join_per_id(read_source, shared_data_path):
     assert (lengths[0], lengths[-1]) == (700, 960)
 
 
-def test_real_train_file_alone(read_source, shared_data_path):
-    train = shared_data_path("m4", "Hourly-train.csv")
+def test_real_train_file_alone(read_source, real_data_path):
+    train = real_data_path("m4", "Hourly-train.csv")
     series = read_source("m4", [train], freq="2h")
     expected = independent_m4(train)
     assert len(series) == 414 and series[0].freq == "2h" and series[0].attributes == {}

@@ -45,8 +45,8 @@ def independent_tsf(path: Path) -> list[tuple[list[str], list[float]]]:
     ("name", "count", "freq", "horizon"),
     [("m4_hourly_dataset.tsf", 414, "h", 48), ("ausgrid_weekly_sample.tsf", 299, "W", 8)],
 )
-def test_real_monash_files_match_an_independent_parse(read_source, shared_data_path, name, count, freq, horizon):
-    path = shared_data_path("monash", name)
+def test_real_monash_files_match_an_independent_parse(read_source, real_data_path, name, count, freq, horizon):
+    path = real_data_path("monash", name)
     series = read_source("tsf", [path])
     expected = independent_tsf(path)
     assert len(series) == len(expected) == count
@@ -59,10 +59,10 @@ def test_real_monash_files_match_an_independent_parse(read_source, shared_data_p
     assert series[0].input == f"{path}:line {16 if count == 414 else 17}"
 
 
-def test_m4_hourly_tsf_equals_the_m4_csv_train_plus_test(read_source, shared_data_path):
+def test_m4_hourly_tsf_equals_the_m4_csv_train_plus_test(read_source, real_data_path):
     """Two public copies of M4 hourly: the Monash file is the train csv followed by the test csv."""
-    tsf = read_source("tsf", [shared_data_path("monash", "m4_hourly_dataset.tsf")])
-    m4 = read_source("m4", [shared_data_path("m4", "Hourly-train.csv"), shared_data_path("m4", "Hourly-test.csv")])
+    tsf = read_source("tsf", [real_data_path("monash", "m4_hourly_dataset.tsf")])
+    m4 = read_source("m4", [real_data_path("m4", "Hourly-train.csv"), real_data_path("m4", "Hourly-test.csv")])
     assert len(tsf) == len(m4) == 414
     for a, b in zip(tsf, m4, strict=True):
         assert a.item_id == "T" + b.item_id[1:]

@@ -10,7 +10,7 @@ from utilsforecast.losses import mase as uf_mase
 
 from corpus.config import IngestConfig, SourceConfig
 from corpus.ingest import single_stream
-from tests.conftest import shared_data
+from tests.conftest import real_data
 from tests.evaluation.conftest import HORIZON, SEASON
 from training.evaluate import (
     WQL_LEVELS,
@@ -93,7 +93,7 @@ def test_no_scorable_series_is_one_line_naming_the_dataset(hourly) -> None:
 def test_exchange_rate_baselines_reproduce_the_published_table() -> None:
     """Chronos Benchmark II, exchange rate (8 series, H = 30, S = 5): seasonal naive MASE 1.740, WQL 0.013,
     AutoETS MASE 1.643 (fitted on the last 2500 points, as that benchmark's statistical models were)."""
-    path = shared_data("exchange_rate", "exchange_rate.csv")
+    path = real_data("exchange_rate", "exchange_rate.csv")
     data = read_source(SourceConfig(name="exchange_rate", kind="ltsf", paths=[str(path)]))
     result = evaluate(None, [data], 30, 5, methods=["seasonal_naive", "auto_ets"])
     scores = {s.method: s for s in result.scores}

@@ -15,7 +15,7 @@ from corpus.config import IngestConfig, SourceConfig
 from corpus.errors import MalformedInputError
 from corpus.ingest import ingest_source
 from infra.versions import list_versions, open_version, read_side_table, read_table
-from tests.conftest import shared_data
+from tests.conftest import real_data
 from tests.integration.cli_helpers import last_line, run_factost
 
 
@@ -99,7 +99,7 @@ def test_malformed_file_error_names_file_item_and_reason(tmp_path: Path) -> None
 
 
 def test_m4_through_the_cli_matches_an_independent_parse_and_is_idempotent(tmp_path: Path) -> None:
-    train, test = shared_data("m4", "Hourly-train.csv"), shared_data("m4", "Hourly-test.csv")
+    train, test = real_data("m4", "Hourly-train.csv"), real_data("m4", "Hourly-test.csv")
     root = tmp_path / "root"
     first = run_factost("ingest", "m4", str(train), str(test), "--out", str(root), "--name", "m4_hourly")
     url = last_line(first.stdout)

@@ -15,7 +15,7 @@ from corpus.errors import MalformedInputError
 from infra.versions import list_versions, open_version
 from pipelines.ingest import ingest_flow
 from pipelines.profile import Profile
-from tests.conftest import shared_data
+from tests.conftest import real_data
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, NetworkGate, make_bucket, start_moto
 
 
@@ -42,8 +42,8 @@ def ray_with_store_credentials() -> Iterator[None]:
 
 def test_flow_ingests_every_source_and_reports_each(prefect_harness, tmp_path: Path) -> None:
     sources = [
-        SourceConfig(name="m4_hourly_tsf", kind="tsf", paths=[str(shared_data("monash", "m4_hourly_dataset.tsf"))]),
-        SourceConfig(name="etth2", kind="ltsf", paths=[str(shared_data("ett", "ETTh2.csv"))], domain="energy"),
+        SourceConfig(name="m4_hourly_tsf", kind="tsf", paths=[str(real_data("monash", "m4_hourly_dataset.tsf"))]),
+        SourceConfig(name="etth2", kind="ltsf", paths=[str(real_data("ett", "ETTh2.csv"))], domain="energy"),
     ]
     profile = Profile(storage={"root": str(tmp_path)}, ingest=IngestConfig(sources=sources))
     summaries = ingest_flow(profile)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from infra.versions import list_versions, open_version
-from tests.conftest import PROJECT_ROOT, shared_data
+from tests.conftest import PROJECT_ROOT, real_data
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, make_bucket
 
 pytestmark = pytest.mark.slow
@@ -83,8 +83,8 @@ def corpus_profile(root: str, options: dict[str, Any], address: str | None) -> d
                     "name": "monash",
                     "kind": "tsf",
                     "paths": [
-                        str(shared_data("monash", "m4_hourly_dataset.tsf")),
-                        str(shared_data("monash", "ausgrid_weekly_sample.tsf")),
+                        str(real_data("monash", "m4_hourly_dataset.tsf")),
+                        str(real_data("monash", "ausgrid_weekly_sample.tsf")),
                     ],
                     "domain": "mixed",
                 }

@@ -14,14 +14,14 @@ import yaml
 from corpus.config import IngestConfig, SourceConfig
 from corpus.ingest import ingest_source
 from infra.versions import list_versions, read_table
-from tests.conftest import shared_data
+from tests.conftest import real_data
 from tests.integration.cli_helpers import FACTOST, last_line, run_factost
 from tests.s3_server import make_bucket, start_moto
 
 
 def test_tsf_ingested_from_s3_to_s3_equals_local_ingest(s3_bucket, tmp_path: Path) -> None:
     root, opts = s3_bucket
-    local_file = shared_data("monash", "ausgrid_weekly_sample.tsf")
+    local_file = real_data("monash", "ausgrid_weekly_sample.tsf")
     fs = s3fs.S3FileSystem(**opts)
     bucket = root.split("/")[2]
     fs.put(str(local_file), f"{bucket}/raw/ausgrid.tsf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import shared_data
+from tests.conftest import real_data
 from training.windows import (
     WindowConfig,
     build_batch,
@@ -136,7 +136,7 @@ def test_build_batch_pinned_for_a_fixed_seed() -> None:
 def test_build_batch_on_real_m4_hourly_series() -> None:
     import pandas as pd
 
-    frame = pd.read_csv(shared_data("m4", "Hourly-train.csv"), index_col=0, nrows=32)
+    frame = pd.read_csv(real_data("m4", "Hourly-train.csv"), index_col=0, nrows=32)
     series = [row.dropna().to_numpy(dtype=np.float64) for _, row in frame.iterrows()]
     cfg = WindowConfig(context_length=512)
     context, target = build_batch(series, np.random.default_rng(0), cfg)
