@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from training.model import MODEL_SIZES, BackboneConfig
+from training.model import MODEL_SIZES, AblationConfig, BackboneConfig
 from training.windows import WindowConfig
 
 ModelSize = Literal["minuscule", "tiny", "small", "base"]
@@ -73,7 +73,10 @@ class PretrainConfig(BaseModel):
     l_min: int = Field(48, ge=1, description="random masking keeps at least this many points")
     min_observed: float = Field(0.5, ge=0.0, le=1.0)
     zclip: float | None = Field(4.0, gt=0.0, description="|z| above this becomes NaN; None disables")
-    random_mask: bool = True
+    ablation: AblationConfig = Field(
+        default_factory=AblationConfig, description="Table X switches (all true: the full model); recorded in "
+        "the checkpoint's config.json, random_masking also decides the windows"
+    )
     seed: int = Field(0, ge=0)
     # distribution
     num_workers: int = Field(1, ge=1, description="Ray Train workers")
@@ -101,7 +104,7 @@ class PretrainConfig(BaseModel):
     @field_validator("model_overrides")
     @classmethod
     def _overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
-        owned = {"dropout", "max_context", "max_horizon"} & set(v)
+        owned = {"dropout", "max_context", "max_horizon", "ablation"} & set(v)
         if owned:
             raise ValueError(f"set {sorted(owned)} through PretrainConfig's own fields, not model_overrides")
         unknown = set(v) - set(BackboneConfig.model_fields)
@@ -155,7 +158,7 @@ class PretrainConfig(BaseModel):
             raise ValueError(f"unknown size {self.size!r}")
         return BackboneConfig.from_size(
             self.size, dropout=self.dropout, max_context=self.context_length, max_horizon=self.max_horizon,
-            **self.model_overrides,
+            ablation=self.ablation, **self.model_overrides,
         )
 
     def window_config(self) -> WindowConfig:
@@ -167,5 +170,5 @@ class PretrainConfig(BaseModel):
             min_observed=self.min_observed,
             z_clip=self.zclip,
             l_min=self.l_min,
-            random_mask=self.random_mask,
+            random_mask=self.ablation.random_masking,
         )

@@ -1,4 +1,5 @@
-"""Quantile (pinball) loss, paper Eq. 6, averaged over the observed targets only."""
+"""Pretraining losses averaged over the observed targets only: quantile (pinball, paper Eq. 6) and, for the
+Table X ablation, L1 of the median (the paper's point objective, Sec. III-B)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,17 @@ def pinball_loss(quantiles: Tensor, target: Tensor, levels: Tensor) -> Tensor:
     weight = observed.unsqueeze(-1).to(quantiles.dtype)
     n_pairs = observed.sum() * quantiles.shape[2]
     return (loss * weight).sum() / n_pairs.clamp_min(1).to(quantiles.dtype)
+
+
+def median_l1_loss(median: Tensor, target: Tensor) -> Tensor:
+    """Mean ``|y - y_0.5|`` over observed targets; ``median`` and ``target`` [B, H], NaN (or inf) = missing.
+
+    Missing targets are replaced before the subtraction (as in :func:`pinball_loss`), so an all-missing batch
+    gives 0 with a zero gradient.
+    """
+    if median.shape != target.shape or median.dim() != 2:
+        raise ValueError(f"median and target must both be [B, H]; got {tuple(median.shape)} and {tuple(target.shape)}")
+    observed = torch.isfinite(target)
+    y = torch.where(observed, target, torch.zeros((), dtype=target.dtype, device=target.device)).to(median.dtype)
+    weight = observed.to(median.dtype)
+    return ((y - median).abs() * weight).sum() / observed.sum().clamp_min(1).to(median.dtype)

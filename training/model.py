@@ -6,9 +6,9 @@ a bias-free sigmoid-GLU; the future placeholders are zero vectors that only thei
 Blocks are pre-norm (RMSNorm) gated attention with QK-RMSNorm and partial RoPE, then a sigmoid-GLU FFN; there is
 no final norm. A GLU head with biases maps every future token to 11 quantiles x 16 steps.
 
-Details the paper leaves open follow /work/shared/ARCHITECTURE-FACTS.md ("UTP backbone"); the parameter count
-formula there reproduces the paper's Table VI exactly, which ``BackboneConfig.expected_num_parameters`` encodes and
-the tests check against the built module. Where the paper says ``(x - mu) / (sigma + eps)`` (Eq. 1) we follow the
+Details the paper leaves open follow its public code; ``BackboneConfig.expected_num_parameters`` reproduces the
+paper's Table VI exactly, and the tests check it against the built module. ``AblationConfig`` switches off the
+components Table X ablates. Where the paper says ``(x - mu) / (sigma + eps)`` (Eq. 1) we follow the
 public code: the population std is floored at ``std_floor`` instead of shifted, so unit-scale series are unchanged.
 """
 
@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
+
+from infra.config import StrictModel
 
 DEFAULT_QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
 
@@ -45,6 +47,29 @@ REG_INIT_STD = 0.02
 _ARCH_KEYS = ("d_model", "d_ff", "num_layers", "num_heads")
 
 
+class AblationConfig(StrictModel):
+    """The UTP components Table X removes one at a time; all true is the full model (the default).
+
+    ``gated_attention`` false: attention without the ``sigmoid(G)`` output gate (the query projection is d -> d);
+    ``qk_norm`` false: no RMSNorm on queries and keys; ``partial_rope`` false: every rotary pair rotates (the
+    ``rope_fraction`` is ignored); ``random_masking`` false: pretraining windows keep their whole context;
+    ``quantile_loss`` false: the loss is L1 on the median output (the paper's point objective), and every
+    quantile the model serves is that median, so its intervals have zero width.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    gated_attention: bool = True
+    qk_norm: bool = True
+    partial_rope: bool = True
+    random_masking: bool = True
+    quantile_loss: bool = True
+
+    def disabled(self) -> list[str]:
+        """Names of the switches that are off, in field order."""
+        return [name for name in type(self).model_fields if not getattr(self, name)]
+
+
 class BackboneConfig(BaseModel):
     """Architecture of the UTP backbone; saved verbatim in ``config.json`` next to the weights."""
 
@@ -64,6 +89,7 @@ class BackboneConfig(BaseModel):
     max_horizon: int = Field(256, gt=0, description="points per forward pass; longer horizons roll forward")
     norm_eps: float = Field(1e-6, gt=0.0)
     std_floor: float = Field(1e-5, gt=0.0, description="instance-norm std below this is replaced by it")
+    ablation: AblationConfig = Field(default_factory=AblationConfig, description="Table X component switches")
 
     @model_validator(mode="after")
     def _check(self) -> BackboneConfig:
@@ -112,16 +138,24 @@ class BackboneConfig(BaseModel):
     def median_index(self) -> int:
         return self.quantile_levels.index(0.5)
 
+    @property
+    def effective_rope_fraction(self) -> float:
+        """Share of rotary pairs that rotate: ``rope_fraction``, or all of them when p-RoPE is ablated."""
+        return self.rope_fraction if self.ablation.partial_rope else 1.0
+
     def expected_num_parameters(self) -> int:
-        """Closed form of the parameter count; with p=16, Q=11 it is the facts file's Table VI formula.
+        """Closed form of the parameter count; with p=16, Q=11 it reproduces Table VI.
 
         REG d; patch embedding 2*(2p)*ff + ff*d; quantile head 2*(d*ff + ff) + ff*Qp + Qp;
         per layer: Q (2d^2), K, V, O (d^2 each), two RMSNorms (2d), QK-norms (2*head_dim), FFN 3*d*ff.
+        Without the output gate Q is d^2; without QK-norm the 2*head_dim go.
         """
         d, ff, p, q = self.d_model, self.d_ff, self.patch_size, self.num_quantiles
         embed = 2 * (2 * p) * ff + ff * d
         head = 2 * (d * ff + ff) + ff * q * p + q * p
-        layer = 5 * d * d + 3 * d * ff + 2 * d + 2 * self.head_dim
+        q_proj = 2 * d * d if self.ablation.gated_attention else d * d
+        qk_norm = 2 * self.head_dim if self.ablation.qk_norm else 0
+        layer = q_proj + 3 * d * d + 3 * d * ff + 2 * d + qk_norm
         return d + embed + head + self.num_layers * layer
 
 
@@ -188,7 +222,8 @@ class GatedAttention(nn.Module):
 
     The query projection is d -> 2d; per head it splits into the query and the gate. QK-RMSNorm over head_dim
     precedes the rotary embedding. The gate lets a head output nothing, which removes the need for an
-    attention sink.
+    attention sink. The ablation switches drop the gate (``gate`` is then None, the projection d -> d) and the
+    QK-norms (``q_norm``/``k_norm`` None).
     """
 
     def __init__(self, cfg: BackboneConfig) -> None:
@@ -196,12 +231,13 @@ class GatedAttention(nn.Module):
         d, hd = cfg.d_model, cfg.head_dim
         self.num_heads = cfg.num_heads
         self.head_dim = hd
-        self.q_proj = nn.Linear(d, 2 * d, bias=False)
+        self.gated = cfg.ablation.gated_attention
+        self.q_proj = nn.Linear(d, 2 * d if self.gated else d, bias=False)
         self.k_proj = nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, d, bias=False)
         self.o_proj = nn.Linear(d, d, bias=False)
-        self.q_norm = RMSNorm(hd, eps=cfg.norm_eps)
-        self.k_norm = RMSNorm(hd, eps=cfg.norm_eps)
+        self.q_norm = RMSNorm(hd, eps=cfg.norm_eps) if cfg.ablation.qk_norm else None
+        self.k_norm = RMSNorm(hd, eps=cfg.norm_eps) if cfg.ablation.qk_norm else None
 
     def forward(self, x: Tensor, layout: SequenceLayout, prefix_gate: Tensor | None = None) -> Tensor:
         """With ``prefix_gate`` [num_heads], the layout's prefix keys get a softmax of their own whose output
@@ -210,11 +246,17 @@ class GatedAttention(nn.Module):
         cos, sin, attn_mask, n_prefix = layout
         b, s, d = x.shape
         h, hd = self.num_heads, self.head_dim
-        q, gate = self.q_proj(x).view(b, s, h, 2 * hd).split(hd, dim=-1)
+        gate: Tensor | None = None
+        if self.gated:
+            q, gate = self.q_proj(x).view(b, s, h, 2 * hd).split(hd, dim=-1)
+        else:
+            q = self.q_proj(x).view(b, s, h, hd)
         k = self.k_proj(x).view(b, s, h, hd)
         v = self.v_proj(x).view(b, s, h, hd).transpose(1, 2)
-        q = apply_rope(self.q_norm(q).transpose(1, 2), cos, sin)
-        k = apply_rope(self.k_norm(k).transpose(1, 2), cos, sin)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q.transpose(1, 2), cos, sin)
+        k = apply_rope(k.transpose(1, 2), cos, sin)
         if n_prefix and prefix_gate is not None:
             k_pre, k_main = k[:, :, :n_prefix], k[:, :, n_prefix:]
             v_pre, v_main = v[:, :, :n_prefix], v[:, :, n_prefix:]
@@ -223,7 +265,8 @@ class GatedAttention(nn.Module):
             out = out + prefix_gate.to(out.dtype).view(1, h, 1, 1) * prompt
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        out = out * torch.sigmoid(gate.transpose(1, 2))
+        if gate is not None:
+            out = out * torch.sigmoid(gate.transpose(1, 2))
         return self.o_proj(out.transpose(1, 2).reshape(b, s, d))
 
 
@@ -266,7 +309,7 @@ class FactoSTBackbone(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform Linear weights with zero biases (facts file); RMSNorm weights 1; REG small normal."""
+        """Xavier-uniform Linear weights with zero biases (the public code); RMSNorm weights 1; REG small normal."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -279,17 +322,21 @@ class FactoSTBackbone(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def rotary_inverse_frequencies(self, device: torch.device | None = None) -> Tensor:
+        """Angular frequency per rotary pair [head_dim/2] (float32); pairs past the rotated share are 0."""
+        cfg = self.cfg
+        n_pairs = cfg.head_dim // 2
+        pair = torch.arange(n_pairs, device=device, dtype=torch.float32)
+        inv = torch.exp(pair * (-2.0 * math.log(cfg.rope_theta) / cfg.head_dim))
+        return torch.where(pair < round(cfg.effective_rope_fraction * n_pairs), inv, 0.0)
+
     def _rotary(
         self, seq_len: int, device: torch.device, dtype: torch.dtype, n_prefix: int = 0
     ) -> tuple[Tensor, Tensor]:
         """cos/sin tables [S, head_dim/2], computed per call from the config, never stored: a buffer would be
         saved or, worse, cast to bf16 with the weights (bf16 frequencies are off by up to 0.4%, which turns into
         radians of error at position 2000); 32 numbers and S angles cost nothing next to the layers."""
-        cfg = self.cfg
-        n_pairs = cfg.head_dim // 2
-        pair = torch.arange(n_pairs, device=device, dtype=torch.float32)
-        inv = torch.exp(pair * (-2.0 * math.log(cfg.rope_theta) / cfg.head_dim))
-        inv = torch.where(pair < round(cfg.rope_fraction * n_pairs), inv, 0.0)
+        inv = self.rotary_inverse_frequencies(device)
         # Prefix prompts sit at position 0 and the sequence keeps positions 0..S-1, so prompts never shift the
         # rotary angles of the real tokens (their attention among themselves is bit-identical with and without).
         positions = torch.cat(
@@ -371,6 +418,10 @@ class FactoSTBackbone(nn.Module):
         fut = hidden[:, n_prefix + n_ctx + 1 :]
         q = self.head(fut).view(batch, n_fut, cfg.num_quantiles, p)
         quantiles = q.transpose(2, 3).reshape(batch, n_fut * p, cfg.num_quantiles)
+        if not cfg.ablation.quantile_loss:
+            # A point-loss model trains only the median output; serving it for every level keeps the quantiles
+            # ordered and the point forecast what was trained (intervals then have zero width).
+            quantiles = quantiles[..., cfg.median_index : cfg.median_index + 1].expand_as(quantiles)
         return BackboneOutput(quantiles=quantiles, loc=loc, scale=scale, hidden=hidden)
 
     def quantile_levels_tensor(self, device: torch.device | None = None) -> Tensor:
@@ -384,11 +435,12 @@ class FactoSTBackbone(nn.Module):
         prefix_tokens: Tensor | None = None,
         prefix_gate: Tensor | None = None,
     ) -> Tensor:
-        """Pinball loss of the next ``H`` points, normalised with the context's statistics (NaN targets skipped).
+        """Pinball loss of the next ``H`` points, normalised with the context's statistics (NaN targets skipped);
+        L1 of the median when the quantile loss is ablated.
 
         ``H`` need not be a multiple of the patch size: the target is right-padded with NaN, which the loss skips.
         """
-        from training.losses import pinball_loss
+        from training.losses import median_l1_loss, pinball_loss
 
         if target.dim() != 2 or target.shape[0] != context.shape[0] or target.shape[1] < 1:
             raise ValueError(f"target must be [{context.shape[0]}, H>=1], got {tuple(target.shape)}")
@@ -399,4 +451,6 @@ class FactoSTBackbone(nn.Module):
             y = F.pad(y, (0, n_fut * p - y.shape[1]), value=float("nan"))
         out = self(context, n_fut, token_bias=token_bias, prefix_tokens=prefix_tokens, prefix_gate=prefix_gate)
         y_norm = (y - out.loc) / out.scale
+        if not self.cfg.ablation.quantile_loss:
+            return median_l1_loss(out.quantiles[..., self.cfg.median_index].float(), y_norm)
         return pinball_loss(out.quantiles.float(), y_norm, self.quantile_levels_tensor(y.device))

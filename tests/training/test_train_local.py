@@ -30,7 +30,7 @@ def test_short_pretraining_beats_seasonal_naive(one_thread) -> None:
     cfg = PretrainConfig(
         size="minuscule", model_overrides={"d_model": 64, "d_ff": 256, "num_heads": 2, "num_layers": 2},
         steps=150, batch_size=32, lr=3e-3, warmup_steps=15, decay_share=0.3, dropout=0.0,
-        context_length=256, max_horizon=64, random_mask=False, seed=0,
+        context_length=256, max_horizon=64, ablation={"random_masking": False}, seed=0,
     )
     values, periods = sine_series(N_TRAIN + N_TEST, LENGTH, seed=1, noise=0.3)
     spec = WindowSpec.from_config(cfg)
