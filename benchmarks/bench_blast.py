@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +34,9 @@ from corpus.blast.sampling import CellIndex, balanced_draws, longtail_merge
 from corpus.blast.vectors import encode, pack, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's tests.real_data says where the optional real data is
+from tests.real_data import real_data_root  # noqa: E402
+
 KINDS = (
     "sine",
     "random_walk",
@@ -230,8 +233,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-features", action="store_true")
     ap.add_argument("--by-source", type=int, default=0, help="also score this many series of each source")
-    default_data = Path(os.environ.get("FACTOST_TEST_DATA", ROOT.parent / "shared" / "data"))
-    ap.add_argument("--data-dir", type=Path, default=default_data,
+    ap.add_argument("--data-dir", type=Path, default=real_data_root(),
                     help="folder of the real Monash files (default: $FACTOST_TEST_DATA)")
     args = ap.parse_args()
     with threadpool_limits(limits=1):

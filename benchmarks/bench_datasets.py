@@ -1,7 +1,7 @@
 """Cost of the benchmark layer against the plain baseline it wraps, side by side in one process.
 
 1. loading: ``resolve_benchmark`` (parse + validation + calendar + split bookkeeping) vs ``pd.read_csv`` of
-   the same LTSF csv (ETTh2 from ../shared/data when present, else a synthetic csv of the same shape);
+   the same LTSF csv (ETTh2 from ``$FACTOST_TEST_DATA`` when present, else a synthetic csv of the same shape);
 2. evaluation: ``evaluate`` (MAE/RMSE/MAPE, CRPS, wQL, two coverages, per-horizon) vs one masked MAE of the
    median, on forecasts shaped like a PEMS08 test set ``[S, 12, 170, 11]``.
 
@@ -11,6 +11,7 @@ Prints ratios (layer / baseline); absolute times depend on the machine and are n
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adaptation.datasets import resolve_benchmark
-from adaptation.metrics import evaluate, masked_mae
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tests.real_data
+from adaptation.datasets import resolve_benchmark  # noqa: E402
+from adaptation.metrics import evaluate, masked_mae  # noqa: E402
+from tests.real_data import real_data_root  # noqa: E402
 
 LEVELS = [0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99]
-SHARED_ETTH2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ett" / "ETTh2.csv"
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -42,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        csv = SHARED_ETTH2
+        csv = real_data_root() / "ett" / "ETTh2.csv"
         if not csv.exists():
             index = pd.date_range("2016-07-01", periods=17420, freq="h")
             frame = pd.DataFrame(np.random.default_rng(0).normal(size=(17420, 7)), columns=list("ABCDEFG"))

@@ -5,7 +5,7 @@ The paper's claim (Table VII, ETTh2 few-shot, LTSF normalised scale): MAE 0.251 
 
 1. pretrain a small backbone (default: the minuscule size, 8,000 steps, about 10 CPU minutes) on a mix of
    real public series read with the product's own connectors (default: Monash M4-hourly and Ausgrid-weekly
-   ``.tsf`` and the LTSF exchange-rate csv from ``../shared/data``; never ETT, so nothing of the target
+   ``.tsf`` and the LTSF exchange-rate csv from ``$FACTOST_TEST_DATA``; never ETT, so nothing of the target
    leaks) and synthetic KernelSynth-like series (sums of periodic components with daily/weekly-like
    periods, trends, AR(1) noise), with a plain single-process loop on ``FactoSTBackbone.training_loss``;
    or load ``--checkpoint``;
@@ -21,9 +21,9 @@ The paper's claim (Table VII, ETTh2 few-shot, LTSF normalised scale): MAE 0.251 
 
 Run it (CPU, about 10 minutes of pretraining + 5 for the main table; the ablation is a second run):
 
-    .venv/bin/python benchmarks/bench_etth2_fewshot.py --out /tmp/etth2
-    .venv/bin/python benchmarks/bench_etth2_fewshot.py --checkpoint /tmp/etth2/backbone --horizon 12:12
-    .venv/bin/python benchmarks/bench_etth2_fewshot.py --checkpoint /tmp/etth2/backbone --ablation-only
+    .venv/bin/python benchmarks/bench_etth2_fewshot.py --out OUT
+    .venv/bin/python benchmarks/bench_etth2_fewshot.py --checkpoint OUT/backbone --horizon 12:12
+    .venv/bin/python benchmarks/bench_etth2_fewshot.py --checkpoint OUT/backbone --ablation-only
 """
 
 from __future__ import annotations
@@ -46,20 +46,26 @@ sys.path.insert(0, str(ROOT))
 from adaptation.config import AdaptConfig, ablation_configs  # noqa: E402
 from adaptation.datasets import resolve_benchmark  # noqa: E402
 from adaptation.harness import run_adaptation  # noqa: E402
-from benchmarks.doc_sections import write_doc_section  # noqa: E402
+from benchmarks.doc_sections import doc_command, write_doc_section  # noqa: E402
+from tests.real_data import real_data_root  # noqa: E402
 from training.io import from_pretrained, save_pretrained  # noqa: E402
 from training.model import BackboneConfig, FactoSTBackbone  # noqa: E402
 from training.schedule import WSDSchedule  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_DATA = SHARED / "ett" / "ETTh2.csv"
+REAL_DATA = real_data_root()  # FACTOST_TEST_DATA
+DEFAULT_DATA = REAL_DATA / "ett" / "ETTh2.csv"
 # Real pretraining series: (connector, file). Hourly M4 is the closest in kind to ETTh2 without being ETT.
 DEFAULT_PRETRAIN_SOURCES = (
-    f"tsf:{SHARED / 'monash' / 'm4_hourly_dataset.tsf'}",
-    f"tsf:{SHARED / 'monash' / 'ausgrid_weekly_sample.tsf'}",
-    f"ltsf:{SHARED / 'exchange_rate' / 'exchange_rate.csv'}",
+    f"tsf:{REAL_DATA / 'monash' / 'm4_hourly_dataset.tsf'}",
+    f"tsf:{REAL_DATA / 'monash' / 'ausgrid_weekly_sample.tsf'}",
+    f"ltsf:{REAL_DATA / 'exchange_rate' / 'exchange_rate.csv'}",
 )
 BATCH = 32  # pretraining windows per step
+# Path options shown as placeholders in the documents the script writes.
+PATH_OPTIONS = {
+    "--out": "OUT", "--checkpoint": "BACKBONE", "--data": "ETTH2_CSV", "--ablation-data": "DATA_FILE",
+    "--pretrain-sources": "SOURCES",
+}
 DOC = ROOT / "docs" / "benchmarks" / "adapt.md"
 SUMMARY_DOC = ROOT / "docs" / "benchmarks.md"  # the table again, beside the paper's numbers
 PAPER = {(12, 12): (0.251, 0.405), (96, 96): (0.328, 0.535)}
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint:
         checkpoint = args.checkpoint
         backbone = from_pretrained(checkpoint)
-        pretrain_note = f"checkpoint {checkpoint}"
+        pretrain_note = "checkpoint BACKBONE"  # the path stays out of the documents
     else:
         sources = [s for s in args.pretrain_sources.split(",") if s]
         real = load_real_series(sources, PRETRAIN_CONTEXT[0] + 16)
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         pretrain_note = (
             f"{args.size} backbone ({backbone.num_parameters():,} parameters) pretrained here for "
             f"{args.pretrain_steps:,} steps of {BATCH} windows ({(time.perf_counter() - tic) / 60:.1f} min on this "
-            f"CPU) on {corpus}, saved to {checkpoint}"
+            f"CPU) on {corpus}, saved to OUT/backbone"
         )
     log(pretrain_note)
     dataset = resolve_benchmark(args.data)
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         predictions_max_windows=32,
         eval_stride=args.eval_stride,
     )
-    command = "benchmarks/bench_etth2_fewshot.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = doc_command("benchmarks/bench_etth2_fewshot.py", argv if argv is not None else sys.argv[1:], PATH_OPTIONS)
     if not args.ablation_only:
         tic = time.perf_counter()
         result = run_adaptation(checkpoint, dataset, cfg, str(out / "runs"), log=log, backbone=backbone)

@@ -18,3 +18,18 @@ def write_doc_section(doc: Path, marker: str, text: str, title: str = "# Benchma
     else:
         current = current.rstrip() + "\n\n" + block + "\n"
     doc.write_text(current)
+
+
+def doc_command(script: str, argv: list[str], placeholders: dict[str, str]) -> str:
+    """The command line as a document shows it: the values of path options (``--out``...) as placeholders,
+    so a results page names no folder of the machine that produced it."""
+    shown: list[str] = []
+    for i, arg in enumerate(argv):
+        option, eq, _ = arg.partition("=")
+        if eq and option in placeholders:
+            shown.append(f"{option}={placeholders[option]}")
+        elif i > 0 and argv[i - 1] in placeholders:
+            shown.append(placeholders[argv[i - 1]])
+        else:
+            shown.append(arg)
+    return " ".join([script, *shown])
