@@ -2,7 +2,7 @@
 
 Embedded default: a local Ray started in-process. On a 2-core machine Ray's default (one logical CPU per core)
 hands every CPU to the training workers and Ray Data's read/map tasks never get scheduled: the run hangs with no
-error (measured, STACK-NOTES). So a local Ray is started with more logical CPUs than cores
+error (measured; docs/design.md, "Software stack"). So a local Ray is started with more logical CPUs than cores
 (``LOCAL_CPU_OVERSUBSCRIPTION`` times the cores, at least ``MIN_LOCAL_CPUS``); the OS shares the real cores.
 A cluster is joined through an explicit address or ``RAY_ADDRESS``, and its resources are left as they are.
 """

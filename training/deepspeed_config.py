@@ -1,6 +1,6 @@
 """DeepSpeed configuration for UTP pretraining, and the environment DeepSpeed needs on a CPU-only machine.
 
-Mixed precision is torch autocast (bf16) around the loss, not DeepSpeed's ``bf16`` mode: the facts file's public
+Mixed precision is torch autocast (bf16) around the loss, not DeepSpeed's ``bf16`` mode: the public FactoST-v2
 code autocasts over fp32 weights, and the loop calls ``module.training_loss`` (not ``engine.forward``), which
 DeepSpeed's own ``torch_autocast`` would not wrap. So the DeepSpeed config always holds fp32 weights and states.
 

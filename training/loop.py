@@ -58,7 +58,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.optim.AdamW:
-    """A torch AdamW: as fast as DeepSpeed's own on CPU and compiles nothing (STACK-NOTES)."""
+    """A torch AdamW: as fast as DeepSpeed's own on CPU and compiles nothing (docs/design.md, "Software stack")."""
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=cfg.betas, eps=cfg.eps)
 
 

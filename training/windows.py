@@ -1,4 +1,4 @@
-"""Pretraining windows (facts file, "Pretraining windows"): crop, reject, z-clip, mask, collate. Pure numpy.
+"""Pretraining windows (docs/design.md, "UTP backbone"): crop, reject, z-clip, mask, collate. Pure numpy.
 
 Pure numpy so that the data pipeline (Ray Data ``map_batches``) can build batches on CPU workers without torch.
 Every knob is an argument with the paper's / public code's value as its default, gathered in ``WindowConfig``
@@ -8,7 +8,7 @@ for callers that take a typed config:
   random place; windows with under ``min_observed`` (50%) observed points are rejected;
 - values are z-scored with the context statistics and points with ``|z| > z_clip`` (4) become NaN;
 - random sequence masking sets a prefix of ``randint(0, max_context - l_min)`` points to NaN (``l_min`` = 48), so
-  the backbone sees effective context lengths from 48 to 2048 (paper Eq. 2; the facts file masks points, the
+  the backbone sees effective context lengths from 48 to 2048 (paper Eq. 2; the public code masks points, the
   paper says patches: points are the finer, public-code choice);
 - the number of output patches is uniform in 1..16 per batch;
 - ``collate`` left-pads contexts (right-pads targets) with NaN to a common multiple of the patch size.

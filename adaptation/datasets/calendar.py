@@ -1,7 +1,7 @@
 """Calendar features (the STMF temporal identifiers) from timestamps or, without them, from the step index.
 
 Every feature is a 0-based integer array ``[T]`` with a known vocabulary size, so that the adapter can size
-one embedding table per feature (facts: "one table of width 32 per calendar feature"). Which features a
+one embedding table per feature (the public STA code: one table of width 32 per calendar feature). Which features a
 dataset gets depends on its frequency:
 
 - finer than an hour (5 min, 10 min, 15 min): ``minute_of_hour`` (60), ``time_of_day`` (steps per day),

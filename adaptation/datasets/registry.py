@@ -1,10 +1,10 @@
 """Named benchmarks, their conventions and where their files are, and :func:`resolve_benchmark`.
 
-Conventions per benchmark (ARCHITECTURE-FACTS "STA adapter"; the paper does not state splits):
+Conventions per benchmark (docs/design.md, "STA adaptation"; the paper does not state splits):
 
 - traffic (PEMS03/04/07/08 flow, METR-LA and PEMS-BAY speed, los-loop speed): 6:2:2 in time, zeros are
-  missing readings, one global z-score. DCRNN itself split METR-LA / PEMS-BAY 7:1:2; the facts (from the
-  public STA code) use 6:2:2 for all traffic, and so do we.
+  missing readings, one global z-score. DCRNN itself split METR-LA / PEMS-BAY 7:1:2; the
+  public STA code uses 6:2:2 for all traffic, and so do we.
 - ETTh1/h2: 12/4/4 months of 30 days (``12*30*24`` hourly rows train, ``4*30*24`` val and test); ETTm1/m2
   the same months at 15 minutes. NaN is missing; one z-score per variable (LTSF ``StandardScaler``).
 - Electricity, Weather, Exchange-rate: 7:1:2, NaN missing, per-variable z-score.

@@ -1,6 +1,6 @@
 """Chronological train/val/test splits, the few-shot subset and the train-fitted z-score scaler.
 
-Conventions (ARCHITECTURE-FACTS "STA adapter", LTSF and BasicTS public code):
+Conventions (docs/design.md, "STA adaptation"; the LTSF and BasicTS public code):
 
 - ratio rules split the time axis in order: ``n_train = floor(T * r_train)``, ``n_test = floor(T * r_test)``,
   ``n_val = T - n_train - n_test`` (the LTSF ``Dataset_Custom`` arithmetic, so the validation part absorbs

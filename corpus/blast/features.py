@@ -1,6 +1,6 @@
 """BLAST's per-series metrics, computed for many series at once.
 
-The definitions are those of the BLAST reference (see CORPUS-FACTS "BLAST", step 1): trim to the observed
+The definitions are those of the BLAST reference (docs/design.md, "BLAST"): trim to the observed
 non-zero span, interpolate gaps, score the first ``window`` points z-normalised, and measure stationarity
 (ADF x4 + KPSS x2), trend (Mann-Kendall), seasonality (period-``n//2`` STL, FFT peaks, STL/MSTL strength),
 volatility (cv), memory (Hurst R/S), heteroscedasticity (ARCH-LM) and outliers.

@@ -143,7 +143,7 @@ def test_every_switch_changes_the_output() -> None:
 
 
 def test_stmf_pooling_equals_project_then_mean() -> None:
-    """I_st = mean over a patch's real points of W_meta [E_n || E_c...] (the facts' order of operations)."""
+    """I_st = mean over a patch's real points of W_meta [E_n || E_c...] (the public STA code's order of operations)."""
     torch.manual_seed(0)
     stmf = STMF(4, VOCAB, 8, 16)
     for p in stmf.parameters():

@@ -36,7 +36,7 @@ def test_parameter_counts_equal_table_vi(size: str) -> None:
 
 
 def test_facts_formula_matches_closed_form() -> None:
-    """N = d + 242 ff + 3 d ff + L (5 d^2 + 3 d ff + 2 d + 2 d / H) + 176 (facts file) for every size."""
+    """N = d + 242 ff + 3 d ff + L (5 d^2 + 3 d ff + 2 d + 2 d / H) + 176 (docs/design.md) for every size."""
     for size in TABLE_VI:
         c = BackboneConfig.from_size(size)
         d, ff, n_layers, h = c.d_model, c.d_ff, c.num_layers, c.num_heads
