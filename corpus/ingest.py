@@ -21,12 +21,20 @@ import pyarrow.parquet as pq
 
 from corpus.config import IngestConfig, SourceConfig
 from corpus.errors import MalformedInputError
-from corpus.schema import CANONICAL_SCHEMA, DUPLICATES_SCHEMA, QUARANTINE_SCHEMA, RawSeries, content_hash
+from corpus.schema import RawSeries, content_hash
 from corpus.sources.registry import IngestUnit, get_connector
-from infra.fingerprint import code_version, file_fingerprint, stable_hash
+from infra.fingerprint import code_version, file_fingerprint
+from infra.schemas import CANONICAL_SCHEMA, DUPLICATES_SCHEMA, INGEST_QUARANTINE_SCHEMA, INGEST_UNIT_SCHEMA
 from infra.stage_runtime import StageRun, StageWorkError, run_units
 from infra.storage import filesystem, join, open_atomic, to_url
-from infra.versions import DatasetVersion, VersionWriter, find_version
+from infra.versions import (
+    DatasetVersion,
+    VersionRecord,
+    VersionWriter,
+    publish_version,
+    version_fingerprint,
+    write_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +90,14 @@ def input_fingerprints(paths: list[str], storage_options: dict[str, Any] | None)
     return prints
 
 
-def version_id_for(source: SourceConfig, cfg: IngestConfig, inputs: list[dict[str, Any]]) -> str:
-    identity = {
+def ingest_version_id(source: SourceConfig, cfg: IngestConfig, inputs: list[dict[str, Any]]) -> str:
+    """A source version's id: its config, the validation knobs, the inputs' names and contents, the code."""
+    return version_fingerprint({
         "source": source.model_dump(),
         "validation": cfg.model_dump(include={"min_length", "part_max_rows", "part_max_bytes"}),
         "inputs": [{"name": i["path"].rsplit("/", 1)[-1], "sha256": i["sha256"]} for i in inputs],
         "code": code_version("corpus", "infra"),
-    }
-    return stable_hash(identity)
+    })
 
 
 @lru_cache(maxsize=256)
@@ -159,7 +167,7 @@ def prepared_batches(series: Iterator[RawSeries], source: SourceConfig, cfg: Ing
     connector's order, so the order-dependent half (:class:`_Admission`) sees exactly the stream it would
     have seen in one process. This is what a work unit's task runs.
     """
-    buffer = _ColumnBuffer(UNIT_SCHEMA)
+    buffer = _ColumnBuffer(INGEST_UNIT_SCHEMA)
     for raw in series:
         with np.errstate(over="ignore"):  # an overflow to inf is found below and quarantined with its reason
             values = np.asarray(raw.target, dtype=np.float32)
@@ -189,11 +197,6 @@ def prepared_batches(series: Iterator[RawSeries], source: SourceConfig, cfg: Ing
         yield buffer.to_batch()
 
 
-# A work unit's output: canonical columns (nullable, empty for quarantined rows) plus why and where from.
-UNIT_SCHEMA = pa.schema(
-    [pa.field(f.name, f.type) for f in CANONICAL_SCHEMA]
-    + [pa.field("reason", pa.string()), pa.field("input", pa.string()), pa.field("missing", pa.int64())]
-)
 _ADMITTED = [f.name for f in CANONICAL_SCHEMA if f.name != "target"]
 
 
@@ -259,7 +262,7 @@ class _Admission:
 
     def side_tables(self) -> dict[str, pa.Table]:
         return {
-            "quarantine": pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA),
+            "quarantine": pa.Table.from_pylist(self.quarantine, schema=INGEST_QUARANTINE_SCHEMA),
             "duplicates": pa.Table.from_pylist(self.duplicates, schema=DUPLICATES_SCHEMA),
         }
 
@@ -291,15 +294,17 @@ def single_stream(
     connector = get_connector(source.kind)
     options = connector.parse_options(source.options)
     admission = _Admission(source, cfg)
-    writer = VersionWriter(root, dataset_name(source), "single", CANONICAL_SCHEMA, storage_options,
-                           part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes)
-    for batch in canonical_rows(connector.read(source.paths, options, dict(storage_options or {})), source, cfg,
-                                admission):
-        writer.write(batch)
-    for name, table in admission.side_tables().items():
-        writer.write_side_table(name, table)
-    return writer.commit(config={}, inputs=[], code_version=code_version("corpus", "infra"),
-                         stats=admission.final_stats())
+
+    def write(writer: VersionWriter) -> VersionRecord:
+        series = connector.read(source.paths, options, dict(storage_options or {}))
+        for batch in canonical_rows(series, source, cfg, admission):
+            writer.write(batch)
+        for name, table in admission.side_tables().items():
+            writer.write_side_table(name, table)
+        return VersionRecord({}, [], code_version("corpus", "infra"), admission.final_stats())
+
+    return write_version(root, dataset_name(source), "single", CANONICAL_SCHEMA, write, storage_options,
+                         part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes)
 
 
 @dataclass(frozen=True)
@@ -326,7 +331,7 @@ def run_unit(job: UnitJob) -> int:
     series = connector.read_unit(job.unit, job.options, job.storage_options)
     rows = 0
     try:
-        with open_atomic(fs, path) as fh, pq.ParquetWriter(fh, UNIT_SCHEMA, compression=UNIT_COMPRESSION) as out:
+        with open_atomic(fs, path) as fh, pq.ParquetWriter(fh, INGEST_UNIT_SCHEMA, compression=UNIT_COMPRESSION) as out:
             for batch in prepared_batches(series, job.source, job.cfg):
                 out.write_batch(batch)
                 rows += batch.num_rows
@@ -357,48 +362,55 @@ def ingest_source(
     if source.freq and "freq" in connector.options_model.model_fields and "freq" not in raw_options:
         raw_options["freq"] = source.freq  # so connectors that check dates against a grid use the user's freq
     options = connector.parse_options(raw_options)
-    so = dict(storage_options or {})
     inputs = input_fingerprints(source.paths, storage_options)
-    version_id = version_id_for(source, cfg, inputs)
-    existing = find_version(root, dataset_name(source), version_id, storage_options)
-    if existing is not None:
-        log.info("source %s unchanged: reusing %s", source.name, existing.url)
-        return IngestResult(source.name, existing, reused=True)
+    version_id = ingest_version_id(source, cfg, inputs)
 
-    units = connector.plan(source.paths, options, so, cfg.chunk_bytes)
-    work = join(root, WORK_FOLDER, dataset_name(source), version_id)
-    jobs = [UnitJob(u, source.kind, options, source, cfg, join(work, f"unit-{i:05d}.parquet"), so)
+    def write(writer: VersionWriter) -> VersionRecord:
+        return _write_source(writer, options, source, cfg, inputs, root, storage_options, on_progress)
+
+    published = publish_version(root, dataset_name(source), version_id, CANONICAL_SCHEMA, write, storage_options,
+                                part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes)
+    if published.reused:
+        log.info("source %s unchanged: reusing %s", source.name, published.version.url)
+    return IngestResult(source.name, published.version, reused=published.reused)
+
+
+def _write_source(
+    writer: VersionWriter,
+    options: Any,
+    source: SourceConfig,
+    cfg: IngestConfig,
+    inputs: list[dict[str, Any]],
+    root: str,
+    storage_options: dict[str, Any] | None,
+    on_progress: Any,
+) -> VersionRecord:
+    """Run the source's units on Ray and write the admitted rows and side tables; the work folder is removed."""
+    storage = dict(storage_options or {})
+    units = get_connector(source.kind).plan(source.paths, options, storage, cfg.chunk_bytes)
+    work = join(root, WORK_FOLDER, dataset_name(source), writer.version_id)
+    jobs = [UnitJob(u, source.kind, options, source, cfg, join(work, f"unit-{i:05d}.parquet"), storage)
             for i, u in enumerate(units)]
-    writer = VersionWriter(
-        root, dataset_name(source), version_id, CANONICAL_SCHEMA, storage_options,
-        part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes,
-    )
     admission = _Admission(source, cfg)
     tally: StageRun[int] = StageRun(f"ingest {source.name}", len(jobs))
     try:
-        _clear(work, so)  # what a crashed run of this version left
+        _clear(work, storage)  # what a crashed run of this version left
         for batch in _admitted(jobs, admission, tally):
             writer.write(batch)
             if on_progress is not None:
                 on_progress(admission.stats["series"], admission.stats["points"])
         for name, table in admission.side_tables().items():
             writer.write_side_table(name, table)
-        stats = admission.final_stats() | {"units": len(units), "ray_nodes": tally.node_counts()}
-        version = writer.commit(
-            config={"source": source.model_dump(), "ingest": cfg.model_dump(exclude={"sources"})},
-            inputs=inputs,
-            code_version=code_version("corpus", "infra"),
-            stats=stats,
-        )
     except BaseException:
-        writer.abort()
-        _clear(work, so, quiet=True)  # never hide why the ingestion failed behind a failed clean-up
+        _clear(work, storage, quiet=True)  # never hide why the ingestion failed behind a failed clean-up
         raise
-    _clear(work, so)
+    _clear(work, storage)
+    stats = admission.final_stats() | {"units": len(units), "ray_nodes": tally.node_counts()}
     if admission.quarantine:
         log.warning("source %s: %d series quarantined (%s)", source.name, len(admission.quarantine),
                     stats["quarantine_reasons"])
-    return IngestResult(source.name, version, reused=False)
+    return VersionRecord({"source": source.model_dump(), "ingest": cfg.model_dump(exclude={"sources"})}, inputs,
+                         code_version("corpus", "infra"), stats)
 
 
 def _admitted(jobs: list[UnitJob], admission: _Admission, tally: StageRun[int]) -> Iterator[pa.RecordBatch]:

@@ -65,16 +65,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.linalg import lapack, toeplitz
 
 from corpus.kernels import BaseKernel, KernelExpr, Op, kernel_bank
-from corpus.schema import CANONICAL_SCHEMA, content_hash
-from infra.fingerprint import code_version, stable_hash
+from corpus.schema import content_hash
+from infra.fingerprint import code_version
+from infra.schemas import KERNELSYNTH_SCHEMA
 from infra.stage_runtime import StageRun, run_units
 from infra.storage import filesystem, join, write_bytes_atomic
-from infra.versions import DatasetVersion, VersionWriter, find_version
+from infra.versions import DatasetVersion, VersionRecord, VersionWriter, publish_version, version_fingerprint
 
 DATASET = "kernelsynth"
 SOURCE = "kernelsynth"
 DOMAIN = "synthetic"
-KERNELSYNTH_SCHEMA = CANONICAL_SCHEMA.append(pa.field("kernel", pa.string(), nullable=False))
 CHUNK_RANGE_KEY = b"kernelsynth.range"
 CHUNK_STATS_KEY = b"kernelsynth.stats"
 # Fields that change how the work is run, never what is written: left out of the version fingerprint.
@@ -489,9 +489,9 @@ def _run_chunks(
         on_done(unit.chunk, stats)
 
 
-def version_id_for(cfg: KernelSynthConfig) -> str:
+def kernelsynth_version_id(cfg: KernelSynthConfig) -> str:
     """Fingerprint of what decides the output: the config (execution fields excluded) and the code."""
-    return stable_hash({"config": cfg.fingerprint(), "code_version": code_version("corpus", "infra")})
+    return version_fingerprint({"config": cfg.fingerprint(), "code_version": code_version("corpus", "infra")})
 
 
 def synthesize(
@@ -505,25 +505,51 @@ def synthesize(
     Idempotent (an already published version is returned without work) and restartable (finished chunks in
     the work folder are reused). Returns the published version.
     """
-    version_id = version_id_for(cfg)
-    existing = find_version(out_root, DATASET, version_id, storage_options)
-    if existing is not None:
-        return existing
+    version_id = kernelsynth_version_id(cfg)
     work_url = join(out_root, "_work", DATASET, version_id)
     fs, work_path = filesystem(work_url, storage_options)
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     if "memory" in protocols:
         raise ValueError(f"{out_root}: memory:// is private to one process; chunks are written by Ray workers")
-    fs.makedirs(work_path, exist_ok=True)
-    n_chunks = -(-cfg.n_series // cfg.chunk_size)
+
+    def write(writer: VersionWriter) -> VersionRecord:
+        return _synthesize_into(writer, cfg, work_url, storage_options, progress)
+
+    published = publish_version(
+        out_root, DATASET, version_id, KERNELSYNTH_SCHEMA, write, storage_options,
+        part_max_rows=cfg.part_rows,
+        part_max_bytes=sys.maxsize,  # rows alone cut parts, so part bytes do not depend on the chunking
+        compression=cfg.compression,
+    )
+    if not published.reused:
+        fs.rm(work_path, recursive=True)
+    return published.version
+
+
+def _finished_chunks(cfg: KernelSynthConfig, fs: Any, work_path: str) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """(stats of the chunks a previous run finished, the chunks still to compute)."""
     chunk_stats: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
-    for chunk in range(n_chunks):
+    for chunk in range(-(-cfg.n_series // cfg.chunk_size)):
         stats = _reusable_chunk(fs, join(work_path, chunk_name(chunk)), *chunk_bounds(cfg, chunk))
         if stats is None:
             todo.append(chunk)
         else:
             chunk_stats[chunk] = stats
+    return chunk_stats, todo
+
+
+def _synthesize_into(
+    writer: VersionWriter,
+    cfg: KernelSynthConfig,
+    work_url: str,
+    storage_options: dict[str, Any] | None,
+    progress: bool,
+) -> VersionRecord:
+    """Compute the missing chunks into the work folder, then write them all, in order, into ``writer``."""
+    fs, work_path = filesystem(work_url, storage_options)
+    fs.makedirs(work_path, exist_ok=True)
+    chunk_stats, todo = _finished_chunks(cfg, fs, work_path)
     t0 = time.perf_counter()
     with _progress(progress, cfg.n_series) as bar:
         task = bar.add_task("sampling", total=cfg.n_series) if bar else None
@@ -538,20 +564,10 @@ def synthesize(
         tally: StageRun[Any] = StageRun("kernelsynth", len(todo))
         _run_chunks(cfg, todo, work_url, storage_options, on_done, tally)
         assemble = bar.add_task("writing", total=cfg.n_series) if bar else None
-        version = _assemble(
-            cfg,
-            out_root,
-            version_id,
-            fs,
-            work_path,
-            storage_options,
-            chunk_stats,
-            tally,
-            time.perf_counter() - t0,
-            lambda n: bar.advance(assemble, n) if bar else None,
-        )
-    fs.rm(work_path, recursive=True)
-    return version
+        stats = _synth_stats(cfg, chunk_stats, tally, time.perf_counter() - t0)
+        _write_parts(writer, cfg, _iter_chunk_tables(fs, work_path, len(chunk_stats)),
+                     lambda n: bar.advance(assemble, n) if bar else None)
+    return VersionRecord(cfg.model_dump(mode="json"), [], code_version("corpus", "infra"), stats)
 
 
 def _iter_chunk_tables(fs: Any, work_path: str, n_chunks: int) -> Iterator[pa.Table]:
@@ -560,66 +576,42 @@ def _iter_chunk_tables(fs: Any, work_path: str, n_chunks: int) -> Iterator[pa.Ta
             yield pq.read_table(fh).replace_schema_metadata(None)
 
 
-def _assemble(
-    cfg: KernelSynthConfig,
-    out_root: str,
-    version_id: str,
-    fs: Any,
-    work_path: str,
-    storage_options: dict[str, Any] | None,
-    chunk_stats: dict[int, dict[str, Any]],
-    tally: StageRun[Any],
-    seconds: float,
-    advance: Callable[[int], None],
-) -> DatasetVersion:
-    """Publish the chunks, in index order, as parts of exactly ``part_rows`` rows (the last may be short)."""
-    writer = VersionWriter(
-        out_root,
-        DATASET,
-        version_id,
-        KERNELSYNTH_SCHEMA,
-        storage_options=storage_options,
-        part_max_rows=cfg.part_rows,
-        part_max_bytes=sys.maxsize,  # rows alone cut parts, so part bytes do not depend on the chunking
-        compression=cfg.compression,
-    )
-    try:
-        buffered: list[pa.Table] = []
-        rows = 0
-        for table in _iter_chunk_tables(fs, work_path, len(chunk_stats)):
-            buffered.append(table)
-            rows += table.num_rows
-            advance(table.num_rows)
-            if rows >= cfg.part_rows:
-                combined = pa.concat_tables(buffered).combine_chunks()
-                full = rows - rows % cfg.part_rows
-                for offset in range(0, full, cfg.part_rows):
-                    writer.write(combined.slice(offset, cfg.part_rows))
-                buffered = [combined.slice(full)] if rows > full else []
-                rows -= full
-        if buffered:
-            writer.write(pa.concat_tables(buffered).combine_chunks())
-        routes: Counter[str] = Counter()
-        for s in chunk_stats.values():
-            routes.update(s["routes"])
-        stats = {
-            "series": cfg.n_series,
-            "redraws": sum(s["redraws"] for s in chunk_stats.values()),
-            "routes": dict(sorted(routes.items())),
-            "chunks": len(chunk_stats),
-            "chunks_computed": tally.total,
-            "chunks_reused": len(chunk_stats) - tally.total,
-            "ray_nodes": tally.node_counts(),
-            "transient_retries": tally.transient_retries,
-            "sample_cpu_seconds": round(sum(s["seconds"] for s in chunk_stats.values()), 3),
-            "wall_seconds": round(seconds, 3),
-        }
-        return writer.commit(
-            config=cfg.model_dump(mode="json"),
-            inputs=[],
-            code_version=code_version("corpus", "infra"),
-            stats=stats,
-        )
-    except BaseException:
-        writer.abort()
-        raise
+def _write_parts(
+    writer: VersionWriter, cfg: KernelSynthConfig, tables: Iterator[pa.Table], advance: Callable[[int], None]
+) -> None:
+    """Write the chunks, in index order, as parts of exactly ``part_rows`` rows (the last may be short)."""
+    buffered: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        buffered.append(table)
+        rows += table.num_rows
+        advance(table.num_rows)
+        if rows >= cfg.part_rows:
+            combined = pa.concat_tables(buffered).combine_chunks()
+            full = rows - rows % cfg.part_rows
+            for offset in range(0, full, cfg.part_rows):
+                writer.write(combined.slice(offset, cfg.part_rows))
+            buffered = [combined.slice(full)] if rows > full else []
+            rows -= full
+    if buffered:
+        writer.write(pa.concat_tables(buffered).combine_chunks())
+
+
+def _synth_stats(
+    cfg: KernelSynthConfig, chunk_stats: dict[int, dict[str, Any]], tally: StageRun[Any], seconds: float
+) -> dict[str, Any]:
+    routes: Counter[str] = Counter()
+    for s in chunk_stats.values():
+        routes.update(s["routes"])
+    return {
+        "series": cfg.n_series,
+        "redraws": sum(s["redraws"] for s in chunk_stats.values()),
+        "routes": dict(sorted(routes.items())),
+        "chunks": len(chunk_stats),
+        "chunks_computed": tally.total,
+        "chunks_reused": len(chunk_stats) - tally.total,
+        "ray_nodes": tally.node_counts(),
+        "transient_retries": tally.transient_retries,
+        "sample_cpu_seconds": round(sum(s["seconds"] for s in chunk_stats.values()), 3),
+        "wall_seconds": round(seconds, 3),
+    }

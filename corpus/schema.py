@@ -1,4 +1,7 @@
-"""The canonical series table: one row per univariate series, whatever source it came from."""
+"""What connectors yield (:class:`RawSeries`) and the content hash that finds duplicates.
+
+The tables the stages write are in :mod:`infra.schemas`.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-
-CANONICAL_SCHEMA = pa.schema(
-    [
-        pa.field("series_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("domain", pa.string(), nullable=False),
-        pa.field("freq", pa.string()),
-        pa.field("start", pa.timestamp("us")),
-        pa.field("target", pa.large_list(pa.float32()), nullable=False),
-        pa.field("length", pa.int64(), nullable=False),
-        pa.field("content_hash", pa.string(), nullable=False),
-        pa.field("attributes", pa.string()),  # JSON of source-specific attributes (tsf header columns, kernel)
-    ]
-)
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        pa.field("series_id", pa.string()),
-        pa.field("input", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("length", pa.int64()),
-        pa.field("target", pa.large_list(pa.float32())),
-    ]
-)
-
-DUPLICATES_SCHEMA = pa.schema(
-    [
-        pa.field("series_id", pa.string()),
-        pa.field("duplicate_of", pa.string()),
-        pa.field("content_hash", pa.string()),
-    ]
-)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infra.fingerprint import file_fingerprint, git_commit
+from infra.fingerprint import file_fingerprint, git_commit, stable_hash
 from infra.storage import (
     filesystem,
     is_local,
@@ -543,3 +543,70 @@ class VersionWriter:
         if is_local(self.fs):  # S3 has no empty folders; a local one goes when nobody else wrote into it
             with contextlib.suppress(OSError):
                 os.rmdir(self.version_path)
+
+
+def version_fingerprint(identity: Mapping[str, Any]) -> str:
+    """A version's id: the fingerprint of what decides its bytes (each stage names its inputs, config and code).
+
+    Stages reuse a published version by this id, so an identity's keys and values are part of the format.
+    """
+    return stable_hash(dict(identity))
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What a stage's writing step states for the manifest once its rows are written."""
+
+    config: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    code_version: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A published version and whether it was already there (nothing was written)."""
+
+    version: DatasetVersion
+    reused: bool
+
+
+def write_version(
+    root: str,
+    dataset: str,
+    version_id: str,
+    schema: pa.Schema,
+    write: Callable[[VersionWriter], VersionRecord],
+    storage_options: dict[str, Any] | None = None,
+    **writer_options: Any,
+) -> DatasetVersion:
+    """Open a writer, let ``write`` fill it, then commit; any failure aborts the attempt (nothing is visible)."""
+    writer = VersionWriter(root, dataset, version_id, schema, storage_options, **writer_options)
+    try:
+        record = write(writer)
+        return writer.commit(config=record.config, inputs=record.inputs, code_version=record.code_version,
+                             stats=record.stats)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def publish_version(
+    root: str,
+    dataset: str,
+    version_id: str,
+    schema: pa.Schema,
+    write: Callable[[VersionWriter], VersionRecord],
+    storage_options: dict[str, Any] | None = None,
+    **writer_options: Any,
+) -> Publication:
+    """The one way a stage publishes: the version with this id if it is published, else ``write_version``.
+
+    ``write`` runs only when the version is missing, so a stage puts all its work in it; ``writer_options``
+    go to :class:`VersionWriter` (part sizes, compression).
+    """
+    existing = find_version(root, dataset, version_id, storage_options)
+    if existing is not None:
+        return Publication(existing, reused=True)
+    version = write_version(root, dataset, version_id, schema, write, storage_options, **writer_options)
+    return Publication(version, reused=False)

@@ -335,24 +335,20 @@ def write_sine_corpus(
     and smoke runs of the pretraining stage without building a real corpus)."""
     import pyarrow as pa
 
-    from infra.fingerprint import stable_hash
-    from infra.versions import VersionWriter, find_version
+    from infra.schemas import TRAINING_CORPUS_SCHEMA
+    from infra.versions import VersionRecord, VersionWriter, publish_version, version_fingerprint
 
     config = {"kind": "sine", "n_series": n_series, "length": length, "seed": seed, "noise": noise}
-    version_id = stable_hash(config)
-    existing = find_version(root, "training_corpus", version_id, storage_options)
-    if existing is not None:
-        return existing
-    schema = pa.schema([
-        ("sample_id", pa.int64()), ("source_series_ids", pa.list_(pa.string())), ("grid_cell", pa.int32()),
-        ("values", pa.list_(pa.float32())),
-    ])
-    values, _ = sine_series(n_series, length, seed, noise=noise)
-    writer = VersionWriter(root, "training_corpus", version_id, schema, storage_options, part_max_rows=part_max_rows)
-    writer.write(pa.table({
-        "sample_id": pa.array(np.arange(n_series), pa.int64()),
-        "source_series_ids": pa.array([[f"sine/{i}"] for i in range(n_series)], pa.list_(pa.string())),
-        "grid_cell": pa.array(np.zeros(n_series), pa.int32()),
-        "values": pa.array(list(values), pa.list_(pa.float32())),
-    }, schema=schema))
-    return writer.commit(config=config, inputs=[], code_version="synthetic")
+
+    def write(writer: VersionWriter) -> VersionRecord:
+        values, _ = sine_series(n_series, length, seed, noise=noise)
+        writer.write(pa.table({
+            "sample_id": pa.array(np.arange(n_series), pa.int64()),
+            "source_series_ids": pa.array([[f"sine/{i}"] for i in range(n_series)], pa.list_(pa.string())),
+            "grid_cell": pa.array(np.zeros(n_series), pa.int32()),
+            "values": pa.array(list(values), pa.list_(pa.float32())),
+        }, schema=TRAINING_CORPUS_SCHEMA))
+        return VersionRecord(config, [], "synthetic")
+
+    return publish_version(root, "training_corpus", version_fingerprint(config), TRAINING_CORPUS_SCHEMA, write,
+                           storage_options, part_max_rows=part_max_rows).version

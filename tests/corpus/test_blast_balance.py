@@ -22,7 +22,8 @@ import pytest
 from corpus.blast.balance import DATASET, OUTPUT_SCHEMA, balance
 from corpus.blast.config import BlastConfig
 from corpus.blast.sampling import CATCH_ALL_CELL, MIXUP_CELL, normalized_span
-from corpus.schema import CANONICAL_SCHEMA, content_hash
+from corpus.schema import content_hash
+from infra.schemas import CANONICAL_SCHEMA
 from infra.versions import DatasetVersion, VersionWriter, read_side_table, read_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

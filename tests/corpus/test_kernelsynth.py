@@ -27,7 +27,8 @@ from corpus.kernelsynth import (
     series_table,
     synthesize,
 )
-from corpus.schema import CANONICAL_SCHEMA, content_hash
+from corpus.schema import content_hash
+from infra.schemas import CANONICAL_SCHEMA
 from infra.stage_runtime import StageWorkError
 from infra.versions import read_table
 
@@ -311,7 +312,7 @@ def test_rerun_returns_the_published_version_without_work(tmp_path: Path, monkey
 
 def test_a_failed_run_resumes_from_its_chunks(tmp_path: Path) -> None:
     cfg = KernelSynthConfig(n_series=30, **SMALL)  # chunks of 7: 0..4
-    work = tmp_path / "resume" / "_work" / "kernelsynth" / ks.version_id_for(cfg)
+    work = tmp_path / "resume" / "_work" / "kernelsynth" / ks.kernelsynth_version_id(cfg)
     work.mkdir(parents=True)
     (work / "chunk-000002.parquet").mkdir()  # chunk 2 cannot be written: the stage fails on it
     one_at_a_time = cfg.model_copy(update={"workers": 1})  # chunks 0 and 1 finish before 2 fails; 3, 4 never start
@@ -320,7 +321,7 @@ def test_a_failed_run_resumes_from_its_chunks(tmp_path: Path) -> None:
     (work / "chunk-000002.parquet").rmdir()
     kept = {p.name: p.stat().st_mtime_ns for p in work.glob("chunk-*.parquet")}
     assert sorted(kept) == ["chunk-000000.parquet", "chunk-000001.parquet"]
-    assert not (tmp_path / "resume" / "kernelsynth" / ks.version_id_for(cfg) / "_manifest.json").exists()
+    assert not (tmp_path / "resume" / "kernelsynth" / ks.kernelsynth_version_id(cfg) / "_manifest.json").exists()
 
     version = synthesize(cfg, str(tmp_path / "resume"), progress=False)
     stats = version.manifest["stats"]
@@ -334,7 +335,7 @@ def test_a_failed_run_resumes_from_its_chunks(tmp_path: Path) -> None:
 
 def test_chunks_of_another_chunking_are_recomputed(tmp_path: Path) -> None:
     cfg = KernelSynthConfig(n_series=20, **SMALL)
-    work = os.path.join(tmp_path, "_work", "kernelsynth", ks.version_id_for(cfg))
+    work = os.path.join(tmp_path, "_work", "kernelsynth", ks.kernelsynth_version_id(cfg))
     ks.compute_chunk(cfg.model_copy(update={"chunk_size": 5}).model_dump(mode="json"), 1, work, None)
     version = synthesize(cfg, str(tmp_path), progress=False)
     assert version.manifest["stats"]["chunks_reused"] == 0

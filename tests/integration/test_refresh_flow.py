@@ -87,7 +87,7 @@ def test_refresh_retries_a_transient_fault_and_fails_cleanly_on_a_lasting_one(pr
 
 @pytest.mark.slow
 def test_a_unit_that_keeps_failing_fails_the_refresh_naming_it(prefect_harness, tmp_path) -> None:
-    from corpus.kernelsynth import KernelSynthConfig, version_id_for
+    from corpus.kernelsynth import KernelSynthConfig, kernelsynth_version_id
     from infra.versions import open_version
 
     write_long_csv(tmp_path / "alpha.csv", n_series=3, length=300, seed=0)
@@ -97,7 +97,7 @@ def test_a_unit_that_keeps_failing_fails_the_refresh_naming_it(prefect_harness, 
     before = {ds: [v.url for v in list_versions(str(tmp_path / "root"), ds)] for ds in datasets}
 
     profile["synth"]["seed"] = 7  # a new KernelSynth version whose chunk 1 cannot be written
-    work = tmp_path / "root" / "_work" / "kernelsynth" / version_id_for(KernelSynthConfig(**profile["synth"]))
+    work = tmp_path / "root" / "_work" / "kernelsynth" / kernelsynth_version_id(KernelSynthConfig(**profile["synth"]))
     (work / "chunk-000001.parquet").mkdir(parents=True)
     with pytest.raises(Exception, match=r"kernelsynth: chunk 1 \(series 120..239\) failed: IsADirectoryError"):
         corpus_refresh_flow(profile)
