@@ -7,6 +7,16 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from infra.config import StrictModel
+from infra.fetch import FetchSettings
+
+
+class SourceOrigin(StrictModel):
+    """Where a public source comes from: what a user needs to know before downloading it."""
+
+    licence: str | None = Field(None, description="Licence the upstream publisher states for the files")
+    size_bytes: int | None = Field(None, ge=0, description="Expected download size (all files), when known")
+    homepage: str | None = Field(None, description="Landing page of the record or dataset card")
+    note: str = Field("", description="What the source holds and any caveat (overlap, missing values)")
 
 
 class SourceConfig(StrictModel):
@@ -14,10 +24,15 @@ class SourceConfig(StrictModel):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.\-]+$", description="Dataset name (series ids are name/item)")
     kind: str = Field(..., description="Connector: tsf, m4, ltsf, wiki, lotsa, long")
-    paths: list[str] = Field(..., min_length=1, description="Input URLs (local paths, s3://...)")
+    paths: list[str] = Field(
+        ..., min_length=1,
+        description="Input URLs: local paths, s3://..., or https:// and hf://datasets/OWNER/REPO/PATH (downloaded "
+        "into the cache and verified before they are read)",
+    )
     domain: str = Field("other", description="Domain label stored per series (energy, traffic, web, ...)")
     freq: str | None = Field(None, description="Pandas offset alias; overrides what the connector infers")
     options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options")
+    origin: SourceOrigin | None = Field(None, description="Licence, size and landing page of a public source")
 
     @field_validator("kind")
     @classmethod
@@ -44,4 +59,5 @@ class IngestConfig(StrictModel):
     )
     retries: int = Field(2, ge=0, description="Retries of a source task on transient I/O errors")
     retry_delay_seconds: float = Field(2.0, ge=0)
+    fetch: FetchSettings = Field(default_factory=FetchSettings, description="Downloads of https:// and hf:// inputs")
     sources: list[SourceConfig] = Field(default_factory=list)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from corpus.config import IngestConfig, SourceConfig
 from corpus.errors import MalformedInputError
+from corpus.fetch import localized_source
 from corpus.schema import RawSeries, content_hash
 from corpus.sources.registry import IngestUnit, get_connector
 from infra.fingerprint import code_version, file_fingerprint
@@ -93,7 +94,7 @@ def input_fingerprints(paths: list[str], storage_options: dict[str, Any] | None)
 def ingest_version_id(source: SourceConfig, cfg: IngestConfig, inputs: list[dict[str, Any]]) -> str:
     """A source version's id: its config, the validation knobs, the inputs' names and contents, the code."""
     return version_fingerprint({
-        "source": source.model_dump(),
+        "source": source.model_dump(exclude={"origin"}),  # licence or size notes change no data
         "validation": cfg.model_dump(include={"min_length", "part_max_rows", "part_max_bytes"}),
         "inputs": [{"name": i["path"].rsplit("/", 1)[-1], "sha256": i["sha256"]} for i in inputs],
         "code": code_version("corpus", "infra"),
@@ -355,8 +356,10 @@ def ingest_source(
     The connector's work units (files, chunks of large files) run as Ray tasks, each writing its prepared rows
     under ``{root}/_work/ingest/``; the driver then admits them in unit order and writes the version, so the
     parts are the same bytes however many units, nodes or processes did the work. ``on_progress(series,
-    points)`` is called after every batch, for progress bars.
+    points)`` is called after every batch, for progress bars. Remote inputs (https://, hf://) are read from the
+    download cache, fetched and verified first.
     """
+    source = localized_source(source, cfg, root)
     connector = get_connector(source.kind)
     raw_options = dict(source.options)
     if source.freq and "freq" in connector.options_model.model_fields and "freq" not in raw_options:
