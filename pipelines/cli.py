@@ -209,7 +209,7 @@ def _source_config(fields: dict[str, Any], sets: list[str] | None) -> tuple[Any,
 def ingest(
     kind: Annotated[str, typer.Argument(metavar="KIND", callback=choice(CONNECTOR_KINDS, "connector"),
                                         help=f"Connector: {', '.join(CONNECTOR_KINDS)}")],
-    paths: Annotated[list[str], typer.Argument(help="Input file(s) or folder (local path or s3:// URL)")],
+    paths: Annotated[list[str], typer.Argument(help="Input file(s) or folder: path, s3://, https:// or hf:// URL")],
     out_root: OutOpt = None,
     name: Annotated[str | None, typer.Option(help="Dataset name (default: the first file's stem)")] = None,
     domain: Annotated[str, typer.Option(help="Domain label stored per series")] = "other",
@@ -245,6 +245,52 @@ def ingest(
     if result.reused:
         tables.append("inputs, config and code unchanged: nothing written, existing version reused")
     return Outcome(summary, result.version.url, tables)
+
+
+@app.command()
+@reports
+def fetch(
+    only: Annotated[list[str] | None, typer.Option("--only", metavar="NAME",
+                                                   help="Fetch only this source (repeatable)")] = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = "local",
+    as_json: json_opt("files: source, url, path, bytes, sha256, status; sources: source, licence, "
+                      "expected_bytes, bytes, files, status") = False,
+) -> Outcome:
+    """Download the profile's https:// and hf:// sources into the cache (verified copies are kept); prints the cache.
+
+    Each file's sha256 is recorded on first download and checked on every later one; a failed source is named
+    with its reason (a 404 names the URL and the status) and the others are still fetched.
+    """
+    from corpus.fetch import cache_folder, fetch_source, select_sources
+    from infra.fetch import progress_bars
+    from pipelines.reporting import rich_table
+
+    prof = settings(profile, set_)
+    try:
+        chosen = select_sources(prof.ingest.sources, only)
+    except ValueError as exc:
+        raise usage_error(str(exc), "'--only'") from None
+    files: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    with progress_bars(prof.ingest.fetch.progress) as bars:
+        for source in chosen:
+            origin = source.origin
+            row = {"source": source.name, "licence": origin.licence if origin else None,
+                   "expected_bytes": origin.size_bytes if origin else None}
+            try:
+                _, got = fetch_source(source, prof.ingest, prof.storage.root, bars)
+            except Exception as exc:  # noqa: BLE001 - one source's failure is reported; the others go on
+                failed[source.name] = _one_line(exc)
+                sources.append(row | {"bytes": None, "files": 0, "status": "failed"})
+                continue
+            files.extend(got)
+            status = "local, nothing to fetch" if not got else ", ".join(sorted({f["status"] for f in got}))
+            sources.append(row | {"bytes": sum(f["bytes"] or 0 for f in got), "files": len(got), "status": status})
+    cache = str(cache_folder(prof.ingest, prof.storage.root))
+    tables = [rich_table(sources, title="fetch")]
+    return Outcome({"cache": cache, "sources": sources, "files": files}, cache, tables, failed)
 
 
 def _version_outcome(version: Any, title: str) -> Outcome:
