@@ -8,46 +8,20 @@ from __future__ import annotations
 
 import io
 import posixpath
-import re
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 
 from corpus.errors import MalformedInputError
 from corpus.sources.registry import IngestUnit
+from infra.freq import FrequencyError, current_freq, guess_freq
 from infra.storage import COMPRESSION_BY_SUFFIX, filesystem, inner_name, open_input, to_url
 
 COMPRESSED_SUFFIXES: tuple[str, ...] = (*COMPRESSION_BY_SUFFIX, ".zip")
 
-# Spellings that pandas < 2.2 accepted and LOTSA / old configs still carry, mapped to today's aliases.
-LEGACY_FREQ_UNITS: dict[str, str] = {
-    "H": "h",
-    "BH": "bh",
-    "CBH": "cbh",
-    "T": "min",
-    "S": "s",
-    "L": "ms",
-    "U": "us",
-    "N": "ns",
-    "M": "ME",
-    "BM": "BME",
-    "SM": "SME",
-    "CBM": "CBME",
-    "Q": "QE",
-    "BQ": "BQE",
-    "A": "YE",
-    "Y": "YE",
-    "BA": "BYE",
-    "BY": "BYE",
-    "AS": "YS",
-    "BAS": "BYS",
-}
-_FREQ_RE = re.compile(r"^(?P<n>[+-]?\d*)(?P<unit>[A-Za-z]+)(?P<anchor>-[A-Za-z0-9]+)?$")
 _MISSING_TOKENS = frozenset({"", "?"})
 
 
@@ -105,17 +79,13 @@ def item_prefixes(urls: Sequence[str]) -> dict[str, str]:
     return {u: f"{k}/" for u, k in zip(urls, keys, strict=True)}
 
 
-def normalize_freq(freq: str, file: str = "", where: str = "option freq") -> str:
-    """Return ``freq`` as a current pandas alias (legacy ``H``/``T``/``M``... are translated); error if invalid."""
-    text = freq.strip()
-    m = _FREQ_RE.match(text)
-    if m is not None and m["unit"] in LEGACY_FREQ_UNITS:
-        text = f"{m['n']}{LEGACY_FREQ_UNITS[m['unit']]}{m['anchor'] or ''}"
+def source_freq(freq: str, file: str = "", where: str = "option freq") -> str:
+    """A source's frequency in today's pandas spelling (:func:`infra.freq.current_freq`); an unknown one is a
+    :class:`MalformedInputError` naming the file and where."""
     try:
-        to_offset(text)
-    except (ValueError, TypeError) as exc:
-        raise MalformedInputError(file or "<options>", where, f"unknown frequency {freq!r} ({exc})") from None
-    return text
+        return current_freq(freq)
+    except FrequencyError as exc:
+        raise MalformedInputError(file or "<options>", where, f"unknown frequency {freq!r} ({exc.reason})") from None
 
 
 def infer_freq(times: pd.DatetimeIndex | Sequence[Any], file: str, where: str) -> str:
@@ -123,14 +93,12 @@ def infer_freq(times: pd.DatetimeIndex | Sequence[Any], file: str, where: str) -
     index = pd.DatetimeIndex(times)
     if len(index) < 3:
         raise MalformedInputError(file, where, f"cannot infer a frequency from {len(index)} timestamp(s); set freq")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pandas 3 warns that infer_freq will return an offset later
-        inferred = pd.infer_freq(index)
+    inferred = guess_freq(index)
     if inferred is None:
         raise MalformedInputError(
             file, where, f"irregular timestamps ({index[0]} ... {index[-1]}): cannot infer a frequency; set freq"
         )
-    return inferred if isinstance(inferred, str) else inferred.freqstr
+    return inferred
 
 
 def parse_floats(tokens: Sequence[str], file: str, where: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import COMPRESSED_SUFFIXES, expand_inputs, infer_freq, normalize_freq
+from corpus.sources.common import COMPRESSED_SUFFIXES, expand_inputs, infer_freq, source_freq
 from corpus.sources.registry import register
 from infra.storage import filesystem, inner_name, is_local, open_input
 
@@ -41,7 +41,7 @@ class LongOptions(BaseModel):
 def read(paths: list[str], options: LongOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
     """Long csv/parquet (id, timestamp, value): one series per id, rows of all files pooled."""
     urls = expand_inputs(paths, storage_options, [".csv", *PARQUET_SUFFIXES])
-    freq = normalize_freq(options.freq) if options.freq else None
+    freq = source_freq(options.freq) if options.freq else None
     frames = [_load(url, options, storage_options) for url in urls]
     label = urls[0] if len(urls) == 1 else f"{urls[0]} (+{len(urls) - 1} files)"
     grouped = (

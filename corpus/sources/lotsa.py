@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import expand_inputs, normalize_freq
+from corpus.sources.common import expand_inputs, source_freq
 from corpus.sources.registry import IngestUnit, register_units
 from infra.storage import filesystem, inner_name, is_local, open_input, to_url
 
@@ -71,7 +71,7 @@ def plan(
 
 def read_unit(unit: IngestUnit, options: LotsaOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
     """The series of one shard, or of one run of its batches."""
-    override = normalize_freq(options.freq) if options.freq else None
+    override = source_freq(options.freq) if options.freq else None
     url = unit.files[0]
     for batch in _batches(url, options, storage_options, unit.start, unit.stop):
         yield from _series(batch, url, override, options)
@@ -236,5 +236,5 @@ def _freq(value: Any, cache: dict[str, str], url: str, where: str) -> str | None
         return None
     text = str(value)
     if text not in cache:
-        cache[text] = normalize_freq(text, url, f"{where} freq")
+        cache[text] = source_freq(text, url, f"{where} freq")
     return cache[text]

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import expand_inputs, file_units, infer_freq, normalize_freq, open_text
+from corpus.sources.common import expand_inputs, file_units, infer_freq, open_text, source_freq
 from corpus.sources.registry import IngestUnit, register_units
 from infra.storage import open_input
 
@@ -49,7 +49,7 @@ def plan(
 
 def read_unit(unit: IngestUnit, options: LtsfOptions, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
     """The columns of one file, as series."""
-    override = normalize_freq(options.freq) if options.freq else None
+    override = source_freq(options.freq) if options.freq else None
     yield from _read_file(unit.files[0], unit.prefix, override, options, storage_options)
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
-from corpus.sources.common import expand_inputs, file_stem, normalize_freq, open_text, parse_floats
+from corpus.sources.common import expand_inputs, file_stem, open_text, parse_floats, source_freq
 from corpus.sources.registry import IngestUnit, register_units
 
 # The M4 file names carry the frequency; M4 gives no real timestamps, so anchored aliases are conventions.
@@ -78,7 +78,7 @@ def plan(
 
 def read_unit(unit: IngestUnit, options: M4Options, storage_options: dict[str, Any]) -> Iterator[RawSeries]:
     """A train file joined with its test file, or a lone file as it is."""
-    override = normalize_freq(options.freq) if options.freq else None
+    override = source_freq(options.freq) if options.freq else None
     if len(unit.files) == 2:
         yield from _read_joined(unit.files[0], unit.files[1], override, options, storage_options)
     else:

@@ -22,10 +22,10 @@ from corpus.sources.common import (
     expand_inputs,
     file_units,
     line_chunks,
-    normalize_freq,
     open_text,
     open_text_range,
     parse_floats,
+    source_freq,
     splittable,
 )
 from corpus.sources.registry import IngestUnit, register_units
@@ -115,7 +115,7 @@ def read_unit(unit: IngestUnit, options: TsfOptions, storage_options: dict[str, 
 
 
 def _override(options: TsfOptions) -> str | None:
-    return normalize_freq(options.freq) if options.freq else None
+    return source_freq(options.freq) if options.freq else None
 
 
 def _parse_header(lines: Iterator[tuple[int, str]], url: str, freq_override: str | None) -> TsfHeader:

@@ -22,10 +22,10 @@ from corpus.sources.common import (
     file_units,
     infer_freq,
     line_chunks,
-    normalize_freq,
     open_text,
     open_text_range,
     parse_floats,
+    source_freq,
     splittable,
 )
 from corpus.sources.registry import IngestUnit, register_units
@@ -96,7 +96,7 @@ def _parse_header(reader: Any, url: str, options: WikiOptions) -> WikiHeader:
         dates = pd.to_datetime(pd.Series(header[1:]), format=DATE_FORMAT)
     except ValueError as exc:
         raise MalformedInputError(url, "line 1", f"header dates must be {DATE_FORMAT}: {exc}") from None
-    override = normalize_freq(options.freq) if options.freq else None
+    override = source_freq(options.freq) if options.freq else None
     freq = override or infer_freq(dates, url, "line 1 (header dates)")
     return WikiHeader(freq, dates.iloc[0].to_pydatetime(), len(header), reader.line_num)
 

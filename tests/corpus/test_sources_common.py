@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corpus.errors import MalformedInputError
-from corpus.sources.common import expand_inputs, item_prefixes, normalize_freq, parse_floats
+from corpus.sources.common import expand_inputs, item_prefixes, parse_floats, source_freq
 from corpus.sources.registry import get_connector
 
 
@@ -23,12 +23,12 @@ def test_every_builtin_connector_is_registered_with_strict_options(kind):
     [("H", "h"), ("15T", "15min"), ("10S", "10s"), ("M", "ME"), ("A-DEC", "YE-DEC"), ("Q", "QE"), ("W-SUN", "W-SUN")],
 )
 def test_legacy_frequency_spellings_become_current_aliases(given, alias):
-    assert normalize_freq(given) == alias
+    assert source_freq(given) == alias
 
 
 def test_unknown_frequency_is_an_error():
     with pytest.raises(MalformedInputError, match=r"f.csv: item a: unknown frequency 'often'"):
-        normalize_freq("often", "f.csv", "item a")
+        source_freq("often", "f.csv", "item a")
 
 
 def test_parse_floats_missing_tokens_and_errors():
