@@ -143,7 +143,7 @@ def season_length(freq: str | None) -> int:
         return 1
     from pandas.tseries.frequencies import to_offset
 
-    from corpus.sources.common import normalize_freq
+    from infra.freq import normalize_freq
 
     try:
         offset = to_offset(normalize_freq(freq))

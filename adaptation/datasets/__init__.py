@@ -4,7 +4,6 @@ from adaptation.datasets.calendar import (
     calendar_features,
     feature_vocab,
     index_calendar,
-    normalize_freq,
     steps_per_day,
 )
 from adaptation.datasets.dataset import SpatioTemporalDataset
@@ -33,6 +32,7 @@ from adaptation.datasets.synthetic import (
     SyntheticConfig,
     make_synthetic_benchmark,
 )
+from infra.freq import normalize_freq  # part of this package's API: benchmarks name their frequencies
 
 __all__ = [
     "BENCHMARKS",

@@ -19,33 +19,17 @@ at midnight, so day_of_week is right only if the real data started on a Monday a
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
+
+from infra.freq import normalize_freq
 
 INDEX_CALENDAR_START = pd.Timestamp("2024-01-01 00:00:00")  # a Monday, midnight
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_HOUR = 3_600
 
-# pandas 3 rejects the legacy upper-case aliases that old configs and papers use ("H", "T", "5T", "S").
-_LEGACY_ALIASES = {"H": "h", "T": "min", "S": "s", "L": "ms", "U": "us", "N": "ns", "BH": "bh"}
-_ALIAS_RE = re.compile(r"^(\d*)([A-Za-z]+)$")
-
 FEATURE_VOCAB_FIXED = {"minute_of_hour": 60, "day_of_week": 7, "day_of_month": 31, "month_of_year": 12}
-
-
-def normalize_freq(freq: str) -> str:
-    """Canonical pandas alias for ``freq`` (``"H"`` -> ``"h"``, ``"5T"`` -> ``"5min"``); errors name ``freq``."""
-    text = str(freq).strip()
-    match = _ALIAS_RE.match(text)
-    if match and match.group(2) in _LEGACY_ALIASES:
-        text = match.group(1) + _LEGACY_ALIASES[match.group(2)]
-    try:
-        return to_offset(text).freqstr
-    except ValueError as exc:
-        raise ValueError(f"frequency {freq!r} is not a pandas frequency alias: {exc}") from None
 
 
 def step_seconds(freq: str) -> float | None:

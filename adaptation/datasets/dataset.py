@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptation.datasets.calendar import calendar_features, feature_vocab, index_calendar, normalize_freq
+from adaptation.datasets.calendar import calendar_features, feature_vocab, index_calendar
 from adaptation.datasets.splits import (
     FEW_SHOT_FRACTION,
     NullValue,
@@ -17,6 +17,7 @@ from adaptation.datasets.splits import (
     observed_mask,
     parse_split,
 )
+from infra.freq import normalize_freq
 
 
 @dataclass

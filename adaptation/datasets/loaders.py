@@ -21,7 +21,6 @@ import logging
 import os
 import posixpath
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from adaptation.datasets.calendar import index_timestamps, normalize_freq, step_seconds
+from adaptation.datasets.calendar import index_timestamps, step_seconds
 from adaptation.datasets.dataset import SpatioTemporalDataset
 from adaptation.datasets.graph import (
     gaussian_kernel_adjacency,
@@ -42,6 +41,7 @@ from adaptation.datasets.graph import (
     read_weight_matrix,
 )
 from adaptation.datasets.splits import NullValue, SplitRule, parse_split
+from infra.freq import guess_freq, normalize_freq
 from infra.storage import filesystem, is_local, open_input
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,10 @@ def _infer_freq(path: str, index: pd.DatetimeIndex, freq: str | None) -> str:
     steps = np.diff(index.to_numpy().astype("datetime64[ns]"))
     if (steps == steps[0]).all() and steps[0] > np.timedelta64(0, "ns"):  # a fixed step: no guessing needed
         return _freq_of_step(pd.Timedelta(steps[0]))
-    with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
-        warnings.simplefilter("ignore")
-        guess = pd.infer_freq(index)
+    guess = guess_freq(index)
     if guess is None:  # gaps: take the typical step
         return _freq_of_step(pd.Timedelta(np.median(steps.astype(np.int64)), unit="ns"))
-    return normalize_freq(guess if isinstance(guess, str) else guess.freqstr)
+    return normalize_freq(guess)
 
 
 def _freq_of_step(step: pd.Timedelta) -> str:

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from adaptation.datasets.calendar import index_timestamps, normalize_freq, steps_per_day
+from adaptation.datasets.calendar import index_timestamps, steps_per_day
 from adaptation.datasets.dataset import SpatioTemporalDataset
+from infra.freq import normalize_freq
 
 SYNTHETIC_PREFIX = "synthetic-"
 SYNTHETIC_START = "2024-01-01"  # a Monday
