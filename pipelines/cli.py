@@ -645,6 +645,36 @@ def runs(
     return Outcome(found, None, [table], listing=True)
 
 
+PAPER_TABLE_FIELDS = ("run_id, files {markdown, csv}, tables {VII, VIII, IX: rows of benchmark, horizon, MAE, "
+                      "MAE paper, RMSE, RMSE paper, MAPE %, MAPE % paper, note}")
+
+
+@app.command()
+@reports
+def report(
+    run_id: Annotated[str, typer.Argument(help="A recorded run id (see `factost runs`): one-click or adapt")],
+    paper: Annotated[bool, typer.Option("--paper", help="Tables VII (few), VIII (full), IX (zero) with the "
+                                                        "paper's FactoST-v2 numbers beside ours")] = False,
+    out_root: OutOpt = None,
+    set_: SetOpt = None,
+    profile: ProfileOpt = "local",
+    as_json: json_opt(f"without --paper: the result rows; with it: {PAPER_TABLE_FIELDS}") = False,
+) -> Outcome:
+    """A run's results; with --paper, writes paper_tables.md/.csv in the run folder and prints the markdown's path."""
+    from pipelines.paper_report import COLUMNS, TABLE_TITLES, write_paper_report
+    from pipelines.reporting import rich_table
+    from pipelines.runs import run_results
+
+    prof = settings(profile, set_, {"storage.root": out_root})
+    rows, folder = run_results(prof.storage.root, run_id, prof.storage.options)
+    if not paper:
+        return Outcome(rows, None, [_results_table(rows, run_id)], listing=True)
+    done = write_paper_report(run_id, rows, folder, prof.storage.options or None)
+    tables = [rich_table(rows, title=f"{TABLE_TITLES[key]} - run {run_id}", columns=COLUMNS)
+              for key, rows in done["tables"].items()]
+    return Outcome(done, done["files"]["markdown"], tables, listing=True)
+
+
 @app.command()
 @reports
 def versions(

@@ -130,3 +130,37 @@ def headline_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                           **{f"baseline {k}": b.get(k) for k in BASELINE_METRICS}})
             base = {"run_id": "", "status": "", "started": "", "duration_s": None}
     return table
+
+
+ADAPT_RUNS = ("runs", "adapt")
+
+
+def _csv_rows(fs: Any, path: str) -> list[dict[str, Any]]:
+    """An adapt run's ``results.csv``: empty cells as None, the rest as written (metrics parse later)."""
+    import csv
+    import io
+
+    with fs.open(path, "rb") as fh:
+        return [{k: (v if v != "" else None) for k, v in row.items()}
+                for row in csv.DictReader(io.StringIO(fh.read().decode()))]
+
+
+def run_results(root: str, run_id: str,
+                storage_options: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """A run's result rows and the folder its reports go in: a one-click run (``runs/ID/run.json``) or an adapt
+    run (``runs/adapt/ID/results.csv``); an unknown id names the latest of both."""
+    fs, manifest = filesystem(join(run_url(root, run_id), RUN_MANIFEST), storage_options)
+    if fs.exists(manifest):
+        run = read_json(fs, manifest)
+        if run.get("results"):
+            return list(run["results"]), run_url(root, run_id)
+    adapt_dir = join(root, *ADAPT_RUNS, run_id)
+    fs, table = filesystem(join(adapt_dir, "results.csv"), storage_options)
+    if fs.exists(table):
+        return _csv_rows(fs, table), adapt_dir
+    fs, adapt_root = filesystem(join(root, *ADAPT_RUNS), storage_options)
+    adapt_ids = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(adapt_root, detail=False)) \
+        if fs.exists(adapt_root) else []
+    known = [r["run_id"] for r in list_runs(root, storage_options)][-5:] + adapt_ids[-5:]
+    raise FileNotFoundError(f"run {run_id!r} has no results under {join(root, RUNS_DIR)} "
+                            f"(latest: {', '.join(known) or 'none'})")
