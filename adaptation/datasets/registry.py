@@ -76,6 +76,10 @@ class BenchmarkSpec(BaseModel):
     scaler_per_node: bool
     downloads: tuple[DownloadSpec, ...] = ()
     description: str = ""
+    aliases: tuple[str, ...] = Field(
+        (), description="Names of this same data in other archives (LOTSA, LibCity, Monash): a corpus source so "
+        "named is this benchmark's dataset (see corpus.leakage); a name another dataset shares is left out",
+    )
 
 
 def _pems(number: str, nodes: int, steps: int, start: str) -> BenchmarkSpec:
@@ -88,6 +92,8 @@ def _pems(number: str, nodes: int, steps: int, start: str) -> BenchmarkSpec:
         downloads=(DownloadSpec(filename=f"{stem}.npz", note=PEMS_NOTE),
                    DownloadSpec(filename=f"{stem}.csv", note=PEMS_NOTE)),
         description=f"Caltrans PeMS district {number.lstrip('0')} traffic flow, 5 min, {nodes} sensors",
+        # PeMSD7 also names STGCN's other 228-sensor district-7 set, so it is not an alias of pems07
+        aliases=(stem,) if number == "07" else (stem, f"PEMSD{number.lstrip('0')}"),
     )
 
 
@@ -99,15 +105,19 @@ def _ett(stem: str, freq: str, steps: int) -> BenchmarkSpec:
         num_nodes=7, num_steps=steps, freq=freq, null_value="nan", split="months:12/4/4", scaler_per_node=True,
         downloads=(DownloadSpec(filename=filename, url=ETT_URL.format(filename), sha256=sha.get(filename)),),
         description=f"Electricity Transformer Temperature {stem}, 7 variables",
+        aliases=(stem,),
     )
 
 
-def _ltsf(name: str, filename: str, nodes: int, steps: int, freq: str, note: str = "") -> BenchmarkSpec:
+def _ltsf(
+    name: str, filename: str, nodes: int, steps: int, freq: str, note: str = "", aliases: tuple[str, ...] = ()
+) -> BenchmarkSpec:
     return BenchmarkSpec(
         name=name, format="ltsf_csv", data_files=(filename,), target=name, num_nodes=nodes, num_steps=steps,
         freq=freq, null_value="nan", split="7:1:2", scaler_per_node=True,
         downloads=(DownloadSpec(filename=filename, note=LTSF_NOTE),),
         description=f"LTSF benchmark {name}" + (f"; {note}" if note else ""),
+        aliases=aliases,
     )
 
 
@@ -131,6 +141,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             downloads=(DownloadSpec(filename="metr-la.h5", note=DCRNN_H5_NOTE),
                        DownloadSpec(filename="adj_mx.pkl", url=DCRNN_GRAPH_URL.format("adj_mx.pkl"))),
             description="Los Angeles loop-detector speed (DCRNN), 5 min, 207 sensors, from 2012-03-01",
+            aliases=("metr-la", "METR_LA"),
         ),
         BenchmarkSpec(
             name="pems-bay", format="dcrnn_h5", data_files=("pems-bay.h5", "pems_bay.h5"),
@@ -140,14 +151,16 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             downloads=(DownloadSpec(filename="pems-bay.h5", note=DCRNN_H5_NOTE),
                        DownloadSpec(filename="adj_mx_bay.pkl", url=DCRNN_GRAPH_URL.format("adj_mx_bay.pkl"))),
             description="San Francisco Bay Area speed (DCRNN), 5 min, 325 sensors, from 2017-01-01",
+            aliases=("pems-bay", "PEMS_BAY"),
         ),
         _ett("ETTh1", "h", 17420),
         _ett("ETTh2", "h", 17420),
         _ett("ETTm1", "15min", 69680),
         _ett("ETTm2", "15min", 69680),
-        _ltsf("electricity", "electricity.csv", 321, 26304, "h"),
+        # Monash's and LOTSA's electricity_hourly is the same 321 clients; their "weather" is another dataset
+        _ltsf("electricity", "electricity.csv", 321, 26304, "h", aliases=("electricity", "electricity_hourly", "ECL")),
         _ltsf("weather", "weather.csv", 21, 52696, "10min", WEATHER_NOTE),
-        _ltsf("exchange-rate", "exchange_rate.csv", 8, 7588, "D"),
+        _ltsf("exchange-rate", "exchange_rate.csv", 8, 7588, "D", aliases=("exchange-rate", "exchange_rate")),
         BenchmarkSpec(
             name="los-loop", format="matrix_csv", data_files=("los_speed.csv",), graph_files=("los_adj.csv",),
             target="speed", num_nodes=207, num_steps=2016, freq="5min", null_value="zero", split="6:2:2",
@@ -159,6 +172,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
                              sha256="7a6eb41e10677992b5af50f5ab187c6c05c5c3a92cb973950cfddbf857361e76"),
             ),
             description="Los-loop (T-GCN): 7 days of METR-LA speed, 5 min, 207 sensors, no timestamps",
+            aliases=("los-loop", "LOS_LOOP", "los_speed"),
         ),
     )
 }
