@@ -43,7 +43,7 @@ class AdaptConfig(BaseModel):
         ALL_AFFINITIES, description="affinities fused by the STF gate"
     )
     stmf_future_tokens: bool = Field(
-        True, description="add I_st to the future placeholders too (facts), not only to the context tokens"
+        True, description="add I_st to the future placeholders too (public STA code), not only to the context tokens"
     )
     embed_dim: int = Field(32, gt=0, description="width of the node and of each calendar embedding table")
     num_prototypes: int = Field(32, gt=0, description="M latent prototypes of the time-lagged affinity")

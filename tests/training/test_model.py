@@ -35,7 +35,7 @@ def test_parameter_counts_equal_table_vi(size: str) -> None:
     assert cfg.expected_num_parameters() == TABLE_VI[size]
 
 
-def test_facts_formula_matches_closed_form() -> None:
+def test_table_vi_formula_matches_closed_form() -> None:
     """N = d + 242 ff + 3 d ff + L (5 d^2 + 3 d ff + 2 d + 2 d / H) + 176 (docs/design.md) for every size."""
     for size in TABLE_VI:
         c = BackboneConfig.from_size(size)
