@@ -1,4 +1,4 @@
-"""Typed configuration of UTP pretraining (paper Sec. IV "Implementation Details", docs/design.md "UTP backbone").
+"""Typed configuration of UTP pretraining (paper Sec. IV; docs/design.md, "UTP backbone and pretraining").
 
 One pydantic model that a YAML profile, the CLI and the Prefect flow all fill in; every knob of the pretraining
 stage lives here with the paper's value as default, so nothing in the loop is a buried constant. ``extra="forbid"``

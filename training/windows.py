@@ -1,4 +1,4 @@
-"""Pretraining windows (docs/design.md, "UTP backbone"): crop, reject, z-clip, mask, collate. Pure numpy.
+"""Pretraining windows: crop, reject, z-clip, mask, collate (docs/design.md, "UTP backbone and pretraining").
 
 Pure numpy so that the data pipeline (Ray Data ``map_batches``) can build batches on CPU workers without torch.
 Every knob is an argument with the paper's / public code's value as its default, gathered in ``WindowConfig``
