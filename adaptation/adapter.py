@@ -4,7 +4,8 @@ Each node is its own series (channel independence): a window ``[B, L, N]`` runs 
 ``B * N`` series, so the backbone costs ``O(N)``. The adapter's ``I_st`` (STMF, filtered by STF) is added to
 the context and future token embeddings before the first layer (``H_fused = Z + I_st``) through the backbone's
 ``token_bias``; DSPA's prompts take the first positions through ``prefix_tokens`` (attended through
-DSPA's zero-initialised ``prefix_gate`` by default). The backbone forecasts on
+DSPA's zero-initialised ``prefix_gate`` by default; in the one softmax under ``dspa_gated=False``, see
+docs/protocol.md). The backbone forecasts on
 its instance-normalised scale; this model returns quantiles on the scale of its input (the benchmark's train
 z-score), which is where the harness computes the loss.
 """
@@ -47,7 +48,8 @@ class STAModel(nn.Module):
         d = backbone.cfg.d_model
         self.stmf = STMF(num_nodes, calendar_vocab, cfg.embed_dim, d) if cfg.use_stmf else None
         self.stf = (
-            STF(num_nodes, cfg.embed_dim, d, cfg.num_prototypes, cfg.max_lag_patches, cfg.stf_affinities)
+            STF(num_nodes, cfg.embed_dim, d, cfg.num_prototypes, cfg.max_lag_patches, cfg.stf_affinities,
+                cfg.stf_scaled)
             if cfg.use_stf
             else None
         )

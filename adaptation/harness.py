@@ -8,7 +8,10 @@ windows, loss and metrics, and writes each run's outputs (see :mod:`adaptation.o
 - full: the same on the whole train split.
 - early stopping: validation loss (the training loss, on at most ``max_val_windows`` evenly spaced val
   windows) after every epoch or ``eval_every_steps``; the best weights, including the starting point, are
-  kept, so a run never ends worse on validation than it started.
+  kept, so a run never ends worse on validation than it started. A trained run whose best point is the start
+  is flagged: ``adapted`` False and status "no improvement over step 0" in its row.
+- horizons: every pair is checked against the backbone's ``max_horizon`` / ``max_context`` and the splits
+  before anything trains. The protocol (horizons, splits, scaling, masked metrics) is in docs/protocol.md.
 - loss: on the benchmark's z-score scale (fitted on the train split), over observed targets only: L1 of the
   median, or the pinball loss of all quantiles. Metrics are computed on the original scale (and, as the LTSF
   papers report, on the z-score scale too).
@@ -268,7 +271,11 @@ def validation_loss(model: STAModel, windows: WindowSet, cfg: AdaptConfig, devic
 
 @dataclass
 class TrainReport:
-    """What a training run did; ``train_time_s`` is the loop's wall time including its validations."""
+    """What a training run did; ``train_time_s`` is the loop's wall time including its validations.
+
+    ``best_step`` 0 means no validation beat the untrained (step-0) weights, which were kept: the run did not
+    adapt (``adapted`` is False) and its row says so.
+    """
 
     steps: int = 0
     epochs: int = 0
@@ -278,9 +285,92 @@ class TrainReport:
     best_step: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def adapted(self) -> bool:
+        return self.best_step > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "adapted": self.adapted}
+
+
+def optimizer_groups(
+    model: STAModel, cfg: AdaptConfig, backbone_lr: float | None = None
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: adapter at ``lr``, backbone at its own rate, or one group when that is None."""
+    adapter = [p for p in model.adapter_parameters() if p.requires_grad]
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    rate = backbone_lr if backbone_lr is not None else cfg.backbone_lr
+    if rate is None:  # one learning rate for Theta = {theta, phi} (Algorithm 1)
+        return [{"params": adapter + backbone, "lr": cfg.lr}] if adapter or backbone else []
+    groups = [{"params": adapter, "lr": cfg.lr}] if adapter else []
+    return groups + ([{"params": backbone, "lr": rate}] if backbone else [])
+
+
+class BestKeeper:
+    """Early stopping on the validation loss; keeps a copy of the best weights, the step-0 ones included."""
+
+    def __init__(self, model: STAModel, val: WindowSet, cfg: AdaptConfig, device: torch.device,
+                 report: TrainReport, log: Logger | None) -> None:
+        self.model, self.val, self.cfg, self.device = model, val, cfg, device
+        self.report, self.log = report, log
+        report.initial_val_loss = report.best_val_loss = validation_loss(model, val, cfg, device)
+        if log:
+            log(f"step 0: val {report.initial_val_loss:.4f} (before training)")
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.since_best = 0
+
+    def validate(self, train_loss: float) -> bool:
+        """Record a validation; True when patience is exhausted."""
+        report = self.report
+        val_loss = validation_loss(self.model, self.val, self.cfg, self.device)
+        report.history.append({"step": report.steps, "train_loss": train_loss, "val_loss": val_loss})
+        if self.log:
+            self.log(f"step {report.steps}: train {train_loss:.4f} val {val_loss:.4f}")
+        if val_loss < report.best_val_loss:
+            report.best_val_loss, report.best_step, self.since_best = val_loss, report.steps, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            return False
+        self.since_best += 1
+        return self.since_best >= self.cfg.patience
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.best_state)
+
+
+def train_step(
+    model: STAModel,
+    train: WindowSet,
+    idx: np.ndarray,
+    cfg: AdaptConfig,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> float:
+    """One optimizer step on the windows ``idx`` (a random node subset when ``nodes_per_batch``); the loss."""
+    model.train()
+    nodes = node_index = None
+    if cfg.nodes_per_batch is not None and cfg.nodes_per_batch < model.num_nodes:
+        nodes = np.sort(rng.choice(model.num_nodes, size=cfg.nodes_per_batch, replace=False))
+        node_index = torch.from_numpy(nodes).to(device)
+    batch = train.batch(idx, nodes).to(device)
+    out = model(batch.x, train.output_len, batch.calendar, node_index)
+    levels = model.backbone.quantile_levels_tensor(device)
+    total, count = window_loss(out.quantiles, batch.y, cfg.loss, levels, model.backbone.cfg.median_index)
+    loss = total / count.clamp_min(1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def make_mixer(num_samples: int, cfg: AdaptConfig, rng: np.random.Generator) -> ReplayMixer:
+    """The CMR batch mixer of ``cfg`` over ``num_samples`` chronological training windows."""
+    return ReplayMixer(num_samples, cfg.batch_size, cfg.memory_fraction, cfg.replay_ratio, cfg.use_cmr, rng,
+                       update_memory=cfg.cmr_memory_update)
 
 
 def train_model(
@@ -294,75 +384,32 @@ def train_model(
 ) -> TrainReport:
     """Train on ``train`` with CMR batches and early stopping on ``val``; restores the best weights."""
     report = TrainReport()
-    groups = []
-    adapter = [p for p in model.adapter_parameters() if p.requires_grad]
-    if adapter:
-        groups.append({"params": adapter, "lr": cfg.lr})
-    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    if backbone:
-        groups.append({"params": backbone, "lr": backbone_lr if backbone_lr is not None else cfg.backbone_lr})
-    report.initial_val_loss = report.best_val_loss = validation_loss(model, val, cfg, device)
-    if log:
-        log(f"step 0: val {report.initial_val_loss:.4f} (before training)")
+    keeper = BestKeeper(model, val, cfg, device, report, log)
+    groups = optimizer_groups(model, cfg, backbone_lr)
     if not groups:
         return report
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    mixer = ReplayMixer(len(train), cfg.batch_size, cfg.memory_fraction, cfg.replay_ratio, cfg.use_cmr, rng)
-    levels = model.backbone.quantile_levels_tensor(device)
-    median = model.backbone.cfg.median_index
-    params = [p for g in groups for p in g["params"]]
-    best_state = copy.deepcopy(model.state_dict())
-    since_best = 0
-    started = time.perf_counter()
+    mixer = make_mixer(len(train), cfg, rng)
     eval_every = cfg.eval_every_steps or mixer.steps_per_epoch()
-    done = False
-
-    def validate(train_loss: float) -> bool:
-        """Record a validation; True when patience is exhausted."""
-        nonlocal best_state, since_best
-        val_loss = validation_loss(model, val, cfg, device)
-        report.history.append({"step": report.steps, "train_loss": train_loss, "val_loss": val_loss})
-        if log:
-            log(f"step {report.steps}: train {train_loss:.4f} val {val_loss:.4f}")
-        if val_loss < report.best_val_loss:
-            report.best_val_loss, report.best_step, since_best = val_loss, report.steps, 0
-            best_state = copy.deepcopy(model.state_dict())
-            return False
-        since_best += 1
-        return since_best >= cfg.patience
-
-    last_loss = float("nan")
+    started = time.perf_counter()
+    done, last_loss = False, float("nan")
     while not done and report.epochs < cfg.max_epochs:
         for idx in mixer.epoch():
-            model.train()
-            nodes = None
-            node_index = None
-            if cfg.nodes_per_batch is not None and cfg.nodes_per_batch < model.num_nodes:
-                nodes = np.sort(rng.choice(model.num_nodes, size=cfg.nodes_per_batch, replace=False))
-                node_index = torch.from_numpy(nodes).to(device)
-            batch = train.batch(idx, nodes).to(device)
-            out = model(batch.x, train.output_len, batch.calendar, node_index)
-            total, count = window_loss(out.quantiles, batch.y, cfg.loss, levels, median)
-            loss = total / count.clamp_min(1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            last_loss = train_step(model, train, idx, cfg, optimizer, rng, device)
             report.steps += 1
-            last_loss = float(loss.detach())
-            if report.steps % eval_every == 0 and validate(last_loss):
+            if report.steps % eval_every == 0 and keeper.validate(last_loss):
                 report.stopped_early = done = True
-            if cfg.max_steps is not None and report.steps >= cfg.max_steps:
-                done = True
+            done = done or (cfg.max_steps is not None and report.steps >= cfg.max_steps)
             if done:
                 break
         report.epochs += 1
     if report.steps % eval_every and not report.stopped_early:  # the budget ended between validations
-        validate(last_loss)
+        keeper.validate(last_loss)
     _sync(device)
     report.train_time_s = time.perf_counter() - started
-    model.load_state_dict(best_state)
+    report.memory = mixer.summary()
+    keeper.restore()
     return report
 
 
@@ -446,7 +493,7 @@ def prepare_benchmark(dataset: SpatioTemporalDataset, cfg: AdaptConfig) -> Bench
         if splits[name].stop - splits[name].start < 1:
             raise ValueError(f"{dataset.name}: the {name} split is empty under split rule {dataset.split}")
     few = dataset.few_shot_slice(cfg.few_shot_fraction)
-    return BenchmarkData(dataset, SeriesArrays.from_dataset(dataset), splits, few)
+    return BenchmarkData(dataset, SeriesArrays.from_dataset(dataset, cfg.time_of_day), splits, few)
 
 
 def build_model(
@@ -538,76 +585,87 @@ class BenchmarkRunner:
         self.runs.append(run)
         return run
 
+    def check_horizons(self, pairs: tuple[tuple[int, int], ...]) -> None:
+        """Before any training: every pair fits the backbone's limits and the benchmark's splits."""
+        bcfg, name = self.pretrained.cfg, self.benchmark.name
+        for input_len, output_len in pairs:
+            if output_len > bcfg.max_horizon:
+                raise ValueError(
+                    f"{name}: horizon {input_len}->{output_len}: output length {output_len} exceeds the "
+                    f"backbone's max_horizon {bcfg.max_horizon}"
+                )
+            if input_len > bcfg.max_context:
+                raise ValueError(
+                    f"{name}: horizon {input_len}->{output_len}: input length {input_len} exceeds the "
+                    f"backbone's max_context {bcfg.max_context}"
+                )
+            trained = {"few": "few", "full": "train"}
+            for split in ("val", "test", "few", *(trained[m] for m in self.cfg.modes if m == "full")):
+                self.windows(split, input_len, output_len)  # raises when the split is too short
+
     def run_horizon(self, input_len: int, output_len: int) -> None:
-        cfg, bench, device = self.cfg, self.benchmark, self.device
-        tag = f"{input_len}to{output_len}"
+        cfg = self.cfg
         val = self.windows("val", input_len, output_len).evenly_spaced(cfg.max_val_windows)
         test = self.windows("test", input_len, output_len)
         few = self.windows("few", input_len, output_len)
         for mode in cfg.modes:
-            _set_seed(cfg.seed)
-            run_cfg = (
-                cfg.without_modules().model_copy(update={"freeze_backbone": True}) if mode == "zero" else cfg
-            )
-            model = build_model(copy.deepcopy(self.pretrained), run_cfg, self.data, device)
             train = self.windows("train", input_len, output_len) if mode == "full" else few
-            if mode == "zero":
-                report = TrainReport()
-                report.initial_val_loss = report.best_val_loss = validation_loss(model, val, cfg, device)
-            else:
-                self.say(f"{bench.name} {mode}-{tag}: training on {len(train)} windows")
-                report = train_model(model, train, val, run_cfg, device, log=self.say)
-            self.record(
-                "factost",
-                mode,
-                make_predictor(model, device),
-                test,
-                {
-                    "train_time_s": report.train_time_s,
-                    "training": report.to_dict(),
-                    "val_loss": report.best_val_loss,
-                    "parameters": model.parameter_counts(),
-                    "train_windows": 0 if mode == "zero" else len(train),
-                },
-                f"{mode}-{tag}",
-            )
+            self.run_factost(mode, train, val, test)
             if "scratch" in cfg.baselines and mode != "zero":
-                _set_seed(cfg.seed)
-                scratch_cfg = cfg.model_copy(update={"freeze_backbone": False})
-                scratch = build_model(FactoSTBackbone(self.pretrained.cfg), scratch_cfg, self.data, device)
-                self.say(f"{bench.name} scratch-{mode}-{tag}: training from a random initialisation")
-                s_report = train_model(scratch, train, val, scratch_cfg, device, cfg.scratch_lr, log=self.say)
-                self.record(
-                    "scratch",
-                    mode,
-                    make_predictor(scratch, device),
-                    test,
-                    {
-                        "train_time_s": s_report.train_time_s,
-                        "training": s_report.to_dict(),
-                        "val_loss": s_report.best_val_loss,
-                        "parameters": scratch.parameter_counts(),
-                        "train_windows": len(train),
-                    },
-                    f"scratch-{mode}-{tag}",
-                )
+                self.run_scratch(mode, train, val, test)
         if "seasonal_naive" in cfg.baselines:
-            naive = SeasonalNaive(seasonal_period(bench.freq), self.levels)
-            tic = time.perf_counter()
-            naive.calibrate(few)
-            self.record(
-                "seasonal_naive",
-                "-",
-                naive,
-                test,
-                {
-                    "train_time_s": time.perf_counter() - tic,
-                    "season": naive.season,
-                    "parameters": {"total": 0, "trainable": 0, "adapter": 0, "backbone": 0},
-                    "train_windows": len(few),
-                },
-                f"seasonal_naive-{tag}",
-            )
+            self.run_naive(few, test)
+
+    def run_factost(self, mode: str, train: WindowSet, val: WindowSet, test: WindowSet) -> None:
+        """The pretrained backbone with the adapter in ``mode`` (zero: the bare backbone, no update)."""
+        cfg, device, tag = self.cfg, self.device, f"{test.input_len}to{test.output_len}"
+        _set_seed(cfg.seed)
+        run_cfg = cfg.without_modules().model_copy(update={"freeze_backbone": True}) if mode == "zero" else cfg
+        model = build_model(copy.deepcopy(self.pretrained), run_cfg, self.data, device)
+        if mode == "zero":
+            report = TrainReport()
+            report.initial_val_loss = report.best_val_loss = validation_loss(model, val, cfg, device)
+        else:
+            self.say(f"{self.benchmark.name} {mode}-{tag}: training on {len(train)} windows")
+            report = train_model(model, train, val, run_cfg, device, log=self.say)
+        extra = trained_extra(report, model, 0 if mode == "zero" else len(train), trained=mode != "zero")
+        self.record("factost", mode, make_predictor(model, device), test, extra, f"{mode}-{tag}")
+
+    def run_scratch(self, mode: str, train: WindowSet, val: WindowSet, test: WindowSet) -> None:
+        """The same architecture from a random initialisation, trained on the same windows and budget."""
+        cfg, device, tag = self.cfg, self.device, f"{test.input_len}to{test.output_len}"
+        _set_seed(cfg.seed)
+        scratch_cfg = cfg.model_copy(update={"freeze_backbone": False})
+        scratch = build_model(FactoSTBackbone(self.pretrained.cfg), scratch_cfg, self.data, device)
+        self.say(f"{self.benchmark.name} scratch-{mode}-{tag}: training from a random initialisation")
+        report = train_model(scratch, train, val, scratch_cfg, device, cfg.scratch_lr, log=self.say)
+        extra = trained_extra(report, scratch, len(train), trained=True)
+        self.record("scratch", mode, make_predictor(scratch, device), test, extra, f"scratch-{mode}-{tag}")
+
+    def run_naive(self, few: WindowSet, test: WindowSet) -> None:
+        """Seasonal naive, its error bands calibrated on the few-shot training windows."""
+        naive = SeasonalNaive(seasonal_period(self.benchmark.freq), self.levels)
+        tic = time.perf_counter()
+        naive.calibrate(few)
+        extra = {
+            "train_time_s": time.perf_counter() - tic,
+            "season": naive.season,
+            "parameters": {"total": 0, "trainable": 0, "adapter": 0, "backbone": 0},
+            "train_windows": len(few),
+        }
+        self.record("seasonal_naive", "-", naive, test, extra, f"seasonal_naive-{test.input_len}to{test.output_len}")
+
+
+def trained_extra(report: TrainReport, model: STAModel, train_windows: int, trained: bool) -> dict[str, Any]:
+    """The training part of a model run's record; ``adapted`` is None for a run that was not trained."""
+    return {
+        "train_time_s": report.train_time_s,
+        "training": report.to_dict(),
+        "val_loss": report.best_val_loss,
+        "parameters": model.parameter_counts(),
+        "train_windows": train_windows,
+        "adapted": report.adapted if trained else None,
+    }
 
 
 def run_adaptation(
@@ -625,14 +683,16 @@ def run_adaptation(
     that runs the modes as separate units writes the table once they are all done.
 
     ``backbone``: an already loaded checkpoint (it is copied, never modified); by default it is loaded from
-    ``checkpoint_url``. Returns ``{"benchmark", "rows", "runs", "tables"}``: one flat row per run (the
-    results table), each run's full record (what its metrics.json holds) and the table URLs.
+    ``checkpoint_url``. Every horizon is checked against the backbone and the splits before any training.
+    Returns ``{"benchmark", "rows", "runs", "tables"}``: one flat row per run (the results table), each run's
+    full record (what its metrics.json holds) and the table URLs.
     """
     pretrained = backbone if backbone is not None else from_pretrained(checkpoint_url, storage_options)
     runner = BenchmarkRunner(
         checkpoint_url, pretrained.to("cpu"), benchmark, cfg, out_dir, storage_options, log
     )
-    for input_len, output_len in cfg.horizons_for(steps_per_day(benchmark.freq)):
+    runner.check_horizons(cfg.horizon_pairs())
+    for input_len, output_len in cfg.horizon_pairs():
         runner.run_horizon(input_len, output_len)
     rows = [result_row(run) for run in runner.runs]
     tables = write_results_table(runner.bench_dir, rows, storage_options) if write_table else {}
@@ -640,6 +700,8 @@ def run_adaptation(
 
 
 ROW_METRICS = ("mae", "rmse", "mape", "crps", "coverage_80", "coverage_98")
+# The status of a trained row whose best validation was the untrained (step-0) one: it is not an adaptation.
+NOT_ADAPTED = "no improvement over step 0"
 
 
 def result_row(run: dict[str, Any]) -> dict[str, Any]:
@@ -658,5 +720,6 @@ def result_row(run: dict[str, Any]) -> dict[str, Any]:
     row["infer_s"] = run.get("inference_time_s", 0.0)
     row["trainable_params"] = run["parameters"]["trainable"]
     row["total_params"] = run["parameters"]["total"]
-    row["status"] = "ok"
+    row["adapted"] = run.get("adapted")
+    row["status"] = NOT_ADAPTED if row["adapted"] is False else "ok"
     return row

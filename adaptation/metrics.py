@@ -4,7 +4,7 @@ Point metrics follow BasicTS/DCRNN ``masked_mae`` / ``masked_rmse`` / ``masked_m
 *observed* unless it is null under the dataset's convention ("zero": ``|y| <= 5e-5``, the missing readings
 of traffic flow/speed; "nan": NaN), and each metric is the mean over observed points only (BasicTS's
 ``mask / mean(mask)`` weighting is exactly that). MAPE also skips targets with ``|y| <= 5e-5`` and is
-returned as a fraction (multiply by 100 for percent).
+in PERCENT, as the traffic papers report it (BasicTS's ``masked_mape`` times 100: ``mape`` 12.5 is 12.5%).
 
 Probabilistic metrics use the model's quantiles ``q_tau`` at levels ``tau``:
 
@@ -27,6 +27,7 @@ import numpy as np
 
 NullValue = Literal["zero", "nan"]
 NULL_ATOL = 5e-5  # BasicTS: a target within this of 0 is "zero" (null for traffic, skipped by MAPE)
+PERCENT = 100.0  # MAPE is reported in percent
 MEDIAN_LEVEL = 0.5
 INTERVALS: dict[str, tuple[float, float]] = {"coverage_80": (0.1, 0.9), "coverage_98": (0.01, 0.99)}
 LEVEL_ATOL = 1e-9
@@ -71,10 +72,10 @@ def masked_rmse(pred: np.ndarray, target: np.ndarray, null_value: NullValue = "n
 
 def masked_mape(pred: np.ndarray, target: np.ndarray, null_value: NullValue = "nan",
                 mask: np.ndarray | None = None, eps: float = NULL_ATOL) -> float:
-    """Mean absolute percentage error (a fraction) over observed targets with ``|y| > eps``."""
+    """Mean absolute percentage error in percent over observed targets with ``|y| > eps``."""
     keep = observed(target, null_value, mask) & (np.abs(np.nan_to_num(np.asarray(target, float))) > eps)
     p, y = _errors(pred, target, keep)
-    return float(np.abs((p - y) / y).mean()) if y.size else float("nan")
+    return float(PERCENT * np.abs((p - y) / y).mean()) if y.size else float("nan")
 
 
 def _check_levels(levels: Sequence[float], num_quantiles: int) -> np.ndarray:
@@ -152,7 +153,7 @@ def evaluate(pred_quantiles: np.ndarray, target: np.ndarray, levels: Sequence[fl
              null_value: NullValue = "nan", mask: np.ndarray | None = None) -> dict[str, Any]:
     """All metrics for ``pred_quantiles [S, H, N, Q]`` against ``target [S, H, N]`` on the original scale.
 
-    Returns ``mae``, ``rmse``, ``mape`` (of the 0.5 quantile), ``crps``, ``wql``, ``coverage_80`` and
+    Returns ``mae``, ``rmse``, ``mape`` (of the 0.5 quantile, in percent), ``crps``, ``wql``, ``coverage_80`` and
     ``coverage_98`` where the levels allow, ``observed`` (count) and ``per_horizon`` lists of
     mae/rmse/mape, one entry per horizon step (traffic papers report steps 3, 6 and 12).
     """
@@ -172,7 +173,7 @@ def evaluate(pred_quantiles: np.ndarray, target: np.ndarray, levels: Sequence[fl
     safe_y = np.where(keep, y, 1.0)
     abs_err = np.where(keep, np.abs(point - safe_y), 0.0)
     keep_pct = keep & (np.abs(safe_y) > NULL_ATOL)
-    pct_err = np.divide(abs_err, np.abs(safe_y), out=np.zeros_like(abs_err), where=keep_pct)
+    pct_err = PERCENT * np.divide(abs_err, np.abs(safe_y), out=np.zeros_like(abs_err), where=keep_pct)
     counts = keep.sum(axis=(0, 2)).astype(np.float64)
     pct_counts = keep_pct.sum(axis=(0, 2)).astype(np.float64)
     sums = {"mae": abs_err.sum(axis=(0, 2)), "rmse": np.square(abs_err).sum(axis=(0, 2)),

@@ -7,38 +7,22 @@ Cost is linear in ``N``: every tensor is at most ``B x N x P x max(d, M)``; the 
 time-lagged affinity, which goes through ``M`` latent prototypes (nodes -> M summaries -> nodes), never an
 ``N x N`` product.
 
-Choices the paper and the facts file leave open, made here:
+Choices the paper leaves open, made here:
 
 - STMF ``I_st = W_meta [E_n || E_c1 || ...]`` is linear, so "project, then mean-pool over the points of a
   patch" equals "mean-pool the calendar embeddings, then project"; the node part is constant over a patch.
   We compute it that way (the calendar part costs ``B x P`` rows, not ``B x N x P``). ``W_meta`` is
   zero-initialised (its bias too) so that an untrained STMF adds nothing: adaptation starts exactly from
   the pretrained backbone's behaviour, as LoRA's zero-initialised up-projection does.
-- STF dot products are divided by ``sqrt(d)`` (the usual attention scaling), so the gate does not saturate
-  at init for wide models. The time-lagged aggregation ``Agg_k`` is an inducing-point (Set Transformer
-  ISAB) round trip: prototypes gather the lag-``k`` identifiers of all nodes with a softmax over nodes, and
-  each node reads the M summaries back with a softmax over prototypes (same logits ``<I_st, P_m>``). The
-  lag weights ``softplus(gamma)`` are per node and lag: the paper's Fig. 9 shows node-specific lag
-  preferences. Positions with ``p < k`` have no lag-``k`` history and contribute 0.
-- DSPA: ``P = Linear(U V^T)`` (Xavier, zero bias, as every backbone Linear). Prompt tokens that simply
-  join the softmax are NOT inert even when they are zero vectors: they are always-attending keys with
-  logit 0, which takes softmax mass from the real tokens (7.5% mean change of the median on ETTh2 with a
-  small backbone). So by default (``dspa_gated``) the prompts are attended through a softmax of their own,
-  scaled by a zero-initialised gate per layer and head and added to the usual attention output (the
-  zero-init attention of LLaMA-Adapter): at init the model is exactly the backbone, and ``U`` can start
-  random (small normal) so the gate gets a useful gradient from the first step. Ungated, ``U`` starts at
-  zero (zero prompts), the closest to a no-op that design allows.
-- Zero vectors and pre-norm do not mix smoothly: the backbone's future placeholders are zero vectors, and
-  ``RMSNorm(delta)`` of a tiny ``delta`` is a unit-RMS vector (the norm divides by ``sqrt(mean(delta^2) +
-  1e-6)``). So the first non-zero ``I_st`` on a future token (or, ungated, the first non-zero DSPA prompt)
-  turns a "null" query/key into a full-size one: measured on ETTh2 96->96, ten adapter steps on a frozen
-  pretrained minuscule backbone raised the validation loss from 0.329 to 0.356. The facts add ``I_st`` to
-  context and future tokens and we keep that default (it is better on ETTh2 12->12 and synthetic traffic);
-  ``stmf_future_tokens=False`` adds it to the context tokens only, which keeps the start smooth
-  (docs/benchmarks/adapt.md has the ablation).
-- CMR follows Eq. 11 (a fixed buffer of the first ``s`` share of the chronological sample stream); the
-  "update memory" line of Algorithm 1 is not implemented, the buffer stays the early data the model would
-  otherwise forget.
+- STF's time-lagged aggregation ``Agg_k`` is an inducing-point (Set Transformer ISAB) round trip:
+  prototypes gather the lag-``k`` identifiers of all nodes with a softmax over nodes, and each node reads the
+  M summaries back with a softmax over prototypes (same logits ``<I_st, P_m> / sqrt(d)``). The lag weights
+  ``softplus(gamma)`` are per node and lag (the paper's Fig. 9 shows node-specific lag preferences).
+  Positions with ``p < k`` have no lag-``k`` history and contribute 0.
+- DSPA: ``P = Linear(U V^T)`` (Xavier, zero bias, as every backbone Linear).
+
+Where the defaults deviate from the paper's form (STF scores divided by ``sqrt(d)``, gated DSPA prompts, a
+fixed CMR buffer) and why: docs/protocol.md, "Deviations"; ``AdaptConfig.paper_faithful`` restores the form.
 """
 
 from __future__ import annotations
@@ -152,6 +136,7 @@ class STF(nn.Module):
         num_prototypes: int,
         max_lag: int,
         affinities: Sequence[Affinity] = ALL_AFFINITIES,
+        scaled: bool = True,
     ) -> None:
         super().__init__()
         unknown = set(affinities) - set(ALL_AFFINITIES)
@@ -161,6 +146,8 @@ class STF(nn.Module):
             )
         self.affinities = tuple(affinities)
         self.d_model = d_model
+        # the affinity scores S_s, S_t, S_d: divided by sqrt(d) (default) or plain dot products (the paper)
+        self.score_scale = 1.0 / math.sqrt(d_model) if scaled else 1.0
         self.max_lag = max_lag
         self.proj_spatial = nn.Linear(embed_dim, d_model, bias=False)
         self.proj_temporal = nn.Linear(embed_dim, d_model, bias=False)
@@ -196,12 +183,12 @@ class STF(nn.Module):
         for k in range(1, min(self.max_lag, n_tok - 1) + 1):
             # <I_st(n, p), sum_m read(n,p,m) summary(p-k, m)> for p >= k
             sim = torch.einsum("bnpd,bpmd->bnpm", i_st[:, :, k:], summary[:, :-k])  # [B, N, P-k, M]
-            agg = (read[:, :, k:] * sim).sum(dim=-1) * scale  # [B, N, P-k]
+            agg = (read[:, :, k:] * sim).sum(dim=-1) * self.score_scale  # [B, N, P-k]
             total[:, :, k:] = total[:, :, k:] + lag_w[None, :, k - 1, None] * agg
         return total
 
     def forward(self, i_st: Tensor, node_e: Tensor, cal_sum: Tensor, node_index: Tensor) -> Tensor:
-        scale = 1.0 / math.sqrt(self.d_model)
+        scale = self.score_scale
         alpha = self.fusion_weights()
         score = i_st.new_zeros(i_st.shape[:3])
         for weight, name in zip(alpha, self.affinities, strict=True):
@@ -250,12 +237,15 @@ class DSPA(nn.Module):
 
 
 class ReplayMixer:
-    """CMR mini-batches over a chronological sample stream (paper Eq. 11 and the mixing rule after it).
+    """CMR mini-batches over a chronological sample stream (paper Eq. 11, the mixing rule, Algorithm 1).
 
-    The first ``floor(memory_fraction * n)`` samples form the memory buffer, the rest the current stream.
-    Each epoch shuffles the stream into batches of ``batch_size``; in each batch ``floor(replay_ratio * b)``
-    samples are replaced by samples drawn from the buffer. Without CMR (``enabled=False``) every sample is in
-    the stream and nothing is replaced. Yields arrays of sample indices.
+    Fixed buffer (default): the first ``floor(memory_fraction * n)`` samples form the memory buffer, the rest
+    the current stream. Updated buffer (``update_memory``, Algorithm 1): the stream is every sample, the
+    buffer starts empty (line 10) with room for ``floor(memory_fraction * n)`` samples, and after each batch
+    its current samples enter it by reservoir sampling (line 28), so the buffer stays a uniform sample of the
+    stream seen so far. Each epoch shuffles the stream into batches of ``batch_size``; in each batch
+    ``floor(replay_ratio * b)`` samples (at most the updated buffer's size) are replaced by buffer samples. Without
+    CMR (``enabled=False``) nothing is replaced. Yields arrays of sample indices.
     """
 
     def __init__(
@@ -266,31 +256,65 @@ class ReplayMixer:
         replay_ratio: float,
         enabled: bool,
         rng: np.random.Generator,
+        update_memory: bool = False,
     ) -> None:
         if num_samples < 1:
             raise ValueError("the training stream is empty")
         self.batch_size = batch_size
         self.replay_ratio = replay_ratio if enabled else 0.0
-        memory = int(math.floor(memory_fraction * num_samples)) if enabled else 0
-        if memory >= num_samples:  # keep at least one current sample
-            memory = num_samples - 1
-        self.memory = np.arange(memory)
-        self.stream = np.arange(memory, num_samples)
-        if self.memory.size == 0:
-            self.replay_ratio = 0.0
+        self.update_memory = update_memory and enabled
+        capacity = int(math.floor(memory_fraction * num_samples)) if enabled else 0
+        if self.update_memory:
+            self.capacity = max(capacity, 1)
+            self.memory = np.empty(0, dtype=np.int64)
+            self.stream = np.arange(num_samples)
+        else:
+            self.capacity = min(capacity, num_samples - 1)  # keep at least one current sample
+            self.memory = np.arange(self.capacity)
+            self.stream = np.arange(self.capacity, num_samples)
+            if self.memory.size == 0:
+                self.replay_ratio = 0.0
+        self.seen = 0  # current samples offered to an updated buffer so far
+        self.updates = 0  # buffer slots written after the start
         self.rng = rng
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.stream.size / self.batch_size)
 
+    def remember(self, current: np.ndarray) -> None:
+        """Algorithm 1 line 28: offer a batch's current samples to the buffer (reservoir sampling)."""
+        for sample in current:
+            self.seen += 1
+            if self.memory.size < self.capacity:
+                self.memory = np.append(self.memory, sample)
+                self.updates += 1
+                continue
+            slot = int(self.rng.integers(self.seen))
+            if slot < self.capacity:
+                self.memory[slot] = sample
+                self.updates += 1
+
     def epoch(self) -> Iterator[np.ndarray]:
         order = self.rng.permutation(self.stream)
         for start in range(0, order.size, self.batch_size):
-            batch = order[start : start + self.batch_size].copy()
+            current = order[start : start + self.batch_size]
+            batch = current.copy()
             n_replace = int(math.floor(self.replay_ratio * batch.size))
+            if self.update_memory:  # an empty or filling buffer lends what it has
+                n_replace = min(n_replace, self.memory.size)
+            keep = np.ones(batch.size, dtype=bool)
             if n_replace:
                 slots = self.rng.choice(batch.size, size=n_replace, replace=False)
                 batch[slots] = self.rng.choice(
                     self.memory, size=n_replace, replace=self.memory.size < n_replace
                 )
+                keep[slots] = False
             yield batch
+            if self.update_memory:  # after the step on this batch, as in Algorithm 1
+                self.remember(current[keep])
+
+    def summary(self) -> dict[str, int | str]:
+        """What the buffer is at this point: policy, capacity, size and the slots written after the start."""
+        policy = "updated (Algorithm 1)" if self.update_memory else "fixed (Eq. 11)"
+        return {"policy": policy, "capacity": int(self.capacity), "size": int(self.memory.size),
+                "updates": int(self.updates)}

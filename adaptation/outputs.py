@@ -2,7 +2,7 @@
 
 Per (benchmark, method, mode, horizon) folder:
 
-- ``metrics.json``: metrics on the original scale (MAE, RMSE, MAPE as a fraction, CRPS, WQL, coverage of the
+- ``metrics.json``: metrics on the original scale (MAE, RMSE, MAPE in percent, CRPS, WQL, coverage of the
   80% and 98% intervals, per-horizon MAE/RMSE/MAPE) and on the train z-score scale (``metrics_normalized``,
   the LTSF convention), train and inference time, parameter counts, the training history and the config.
   NaN is written as ``null`` (strict JSON).
@@ -47,6 +47,7 @@ RESULT_COLUMNS = (
     "infer_s",
     "trainable_params",
     "total_params",
+    "adapted",
     "status",
     "error",
 )
@@ -158,7 +159,7 @@ def write_run_outputs(
 
 
 def results_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = RESULT_COLUMNS) -> str:
-    """A markdown table of ``rows`` (MAPE as a fraction, times in seconds)."""
+    """A markdown table of ``rows`` (MAPE in percent, times in seconds)."""
     if not rows:
         return "_(no results)_\n"
     return markdown_table(rows, [c for c in columns if any(c in r for r in rows)])

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from adaptation.datasets import SpatioTemporalDataset, ZScoreScaler
+from adaptation.datasets.calendar import hour_of_day
 
 
 @dataclass
@@ -34,14 +35,19 @@ class SeriesArrays:
     scaler: ZScoreScaler
 
     @classmethod
-    def from_dataset(cls, dataset: SpatioTemporalDataset) -> SeriesArrays:
+    def from_dataset(cls, dataset: SpatioTemporalDataset, time_of_day: str = "step") -> SeriesArrays:
+        """``time_of_day``: "step" (the step within the day) or "hour" (24 values, the paper's form)."""
         scaler = dataset.fit_scaler()
         observed = dataset.mask()
         normalized = scaler.transform(dataset.values, node_axis=-1)
         normalized = np.where(observed, normalized, np.nan).astype(np.float32)
-        vocab = dataset.calendar_vocab
+        features, vocab = dataset.calendar, dataset.calendar_vocab
+        if time_of_day == "hour":
+            features, vocab = hour_of_day(features, vocab)
+        elif time_of_day != "step":
+            raise ValueError(f"time_of_day must be 'step' or 'hour', got {time_of_day!r}")
         if vocab:
-            calendar = np.stack([dataset.calendar[name] for name in vocab], axis=1).astype(np.int64)
+            calendar = np.stack([features[name] for name in vocab], axis=1).astype(np.int64)
         else:
             calendar = np.zeros((dataset.num_steps, 0), dtype=np.int64)
         return cls(normalized, dataset.values, observed, calendar, vocab, scaler)

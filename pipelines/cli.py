@@ -475,8 +475,8 @@ def adapt(
                    failed=dict(result["failures"]))
 
 
-RESULT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "crps", "coverage_80", "val_loss",
-                  "status"]
+RESULT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
+                  "val_loss", "adapted", "status"]
 
 
 def _results_table(rows: list[dict[str, Any]], run_id: str) -> Any:

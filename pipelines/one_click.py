@@ -26,7 +26,7 @@ from pipelines.reporting import image_markdown, link_artifact, markdown_table
 from pipelines.runs import environment_record, new_run_id, run_url, write_run_manifest
 
 REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
-                  "coverage_98", "norm_mae", "norm_rmse", "train_s", "status"]
+                  "coverage_98", "norm_mae", "norm_rmse", "train_s", "adapted", "status"]
 
 
 def version_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +67,8 @@ def report_markdown(run_id: str, prof: Profile, manifest: dict[str, Any], images
         f"Training corpus `{corpus['url']}`: {corpus['rows']:,} samples in {len(corpus['parts'])} shard(s).", "",
         "## Pretraining", "",
         markdown_table([manifest["pretrain"]["summary"]]), "",
-        "## Adaptation results (original scale; norm_* on the z-scored scale)", "",
+        "## Adaptation results (original scale, MAPE in percent; norm_* on the z-scored scale; adapted: false is a "
+        "trained row that kept its step-0 weights)", "",
         markdown_table(rows, [c for c in REPORT_COLUMNS if any(c in r for r in rows)]), "",
         "## Plots", "",
     ]

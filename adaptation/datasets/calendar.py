@@ -118,3 +118,21 @@ def index_timestamps(num_steps: int, freq: str, start: str | pd.Timestamp | None
 def index_calendar(num_steps: int, freq: str) -> dict[str, np.ndarray]:
     """Calendar of a dataset without timestamps: features of a clock starting Monday midnight."""
     return calendar_features(index_timestamps(num_steps, freq), freq)
+
+
+HOURS_PER_DAY = 24
+
+
+def hour_of_day(
+    calendar: dict[str, np.ndarray], vocab: dict[str, int]
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The same features with ``time_of_day`` counted in hours (24 values), the paper's granularity.
+
+    ``time_of_day`` is the step within the day (``vocab["time_of_day"]`` steps); a step maps to the hour it
+    starts in. Features without ``time_of_day`` come back unchanged.
+    """
+    if "time_of_day" not in vocab:
+        return calendar, vocab
+    per_day = int(vocab["time_of_day"])
+    hours = (np.asarray(calendar["time_of_day"], dtype=np.int64) * HOURS_PER_DAY) // per_day
+    return {**calendar, "time_of_day": hours}, {**vocab, "time_of_day": HOURS_PER_DAY}

@@ -27,14 +27,14 @@ def test_zero_null_ignores_zeros_and_nan() -> None:
     # observed: 2 -> 2 (error 0) and 5 -> 4 (error 1)
     assert masked_mae(PRED, TARGET, "zero") == pytest.approx(0.5)
     assert masked_rmse(PRED, TARGET, "zero") == pytest.approx(math.sqrt(0.5))
-    assert masked_mape(PRED, TARGET, "zero") == pytest.approx(0.1)
+    assert masked_mape(PRED, TARGET, "zero") == pytest.approx(10.0)  # percent: |4 - 5| / 5 / 2
 
 
 def test_nan_null_keeps_zero_targets_but_mape_skips_them() -> None:
     # observed: 0 -> 1 (1), 2 -> 2 (0), 5 -> 4 (1)
     assert masked_mae(PRED, TARGET, "nan") == pytest.approx(2 / 3)
     assert masked_rmse(PRED, TARGET, "nan") == pytest.approx(math.sqrt(2 / 3))
-    assert masked_mape(PRED, TARGET, "nan") == pytest.approx(0.1)  # the 0 target has no percentage error
+    assert masked_mape(PRED, TARGET, "nan") == pytest.approx(10.0)  # the 0 target has no percentage error
 
 
 def test_matches_basicts_mask_weighting() -> None:
@@ -46,6 +46,9 @@ def test_matches_basicts_mask_weighting() -> None:
     mask /= mask.mean()  # BasicTS: loss = mean(|p - y| * mask / mean(mask))
     basicts = float(np.mean(np.abs(pred - target) * mask))
     assert masked_mae(pred, target, "zero") == pytest.approx(basicts, rel=1e-12)
+    # BasicTS masked_mape is the same weighting of |p - y| / |y|, a fraction; ours is that in percent
+    basicts_mape = float(np.mean(np.nan_to_num(np.abs(pred - target) / np.abs(target)) * mask))
+    assert masked_mape(pred, target, "zero") == pytest.approx(100 * basicts_mape, rel=1e-12)
 
 
 def test_bad_predictions_and_empty_targets() -> None:
@@ -114,7 +117,7 @@ def test_evaluate_full_report() -> None:
     assert report["observed"] == keep.sum() == samples * horizon * nodes - nodes
     assert report["mae"] == pytest.approx(np.abs(point - target)[keep].mean())
     assert report["rmse"] == pytest.approx(np.sqrt(np.square(point - target)[keep].mean()))
-    assert report["mape"] == pytest.approx(np.abs((point - target)[keep] / target[keep]).mean())
+    assert report["mape"] == pytest.approx(100 * np.abs((point - target)[keep] / target[keep]).mean())  # percent
     assert 0.7 < report["coverage_80"] < 0.9 and 0.95 < report["coverage_98"] <= 1.0
     assert report["crps"] < report["mae"]  # a calibrated spread beats its own median
     assert len(report["per_horizon"]["mae"]) == horizon
