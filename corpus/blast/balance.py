@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from corpus.blast.config import BlastConfig
 from corpus.blast.features import compute_metrics, prepare_series
 from corpus.blast.plot import balance_map_png
-from corpus.blast.projection import project
+from corpus.blast.projection import Projection, project
 from corpus.blast.sampling import (
     MIXUP_CELL,
     CellIndex,
@@ -60,7 +60,7 @@ from corpus.blast.sampling import (
 )
 from corpus.blast.vectors import encode, pack
 from infra.fingerprint import code_version, stable_hash
-from infra.stage_runtime import StageRun, merge_node_counts, run_units
+from infra.stage_runtime import StageRun, collect_units, merge_node_counts, run_units
 from infra.storage import filesystem, join, write_bytes_atomic
 from infra.versions import DatasetVersion, VersionWriter, find_version, open_version
 
@@ -381,6 +381,7 @@ class _Plan:
     index: CellIndex
     samples: Any
     starts: np.ndarray
+    tally: StageRun[Any]
 
 
 def balance(
@@ -419,7 +420,9 @@ def balance(
             part_max_bytes=_NO_BYTE_LIMIT,
         )
         try:
-            passes = [scores.tally, *write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)]
+            passes = [
+                scores.tally, plan.tally, *write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)
+            ]
             _write_report(writer, scores, plan, cfg)
             timings["total_s"] = time.perf_counter() - t_start
             stats = _stats(scores, plan, cfg, timings, passes)
@@ -478,9 +481,21 @@ def score_pass(
     return scores
 
 
+def _project_task(task: tuple[np.ndarray, BlastConfig]) -> Projection:
+    packed, cfg = task
+    return project(packed, cfg, np.random.default_rng([cfg.seed, _STREAM_UMAP_SAMPLE]))
+
+
 def plan_pass(scores: _Scores, cfg: BlastConfig) -> _Plan:
-    """Projection, grid, long-tail merge and the complete sample plan (in memory, on the compact arrays)."""
-    proj = project(scores.packed, cfg, np.random.default_rng([cfg.seed, _STREAM_UMAP_SAMPLE]))
+    """Projection (a Ray task), grid, long-tail merge and the complete sample plan (on the compact arrays).
+
+    The projection runs off the driver: UMAP's fit and the transform of every distinct vector need memory
+    that grows with the corpus (the transform's neighbour graph), and the driver keeps only the cells.
+    """
+    (proj,), tally = collect_units(
+        _project_task, [(scores.packed, cfg)], stage="blast-project", describe=lambda _i, _t: "UMAP projection",
+        progress=False,
+    )
     tail = longtail_merge(proj.cells, cfg.grid_size, cfg.longtail_threshold)
     index = CellIndex.build(tail.cells)
     samples = plan_samples(
@@ -496,7 +511,7 @@ def plan_pass(scores: _Scores, cfg: BlastConfig) -> _Plan:
     starts = window_starts(
         scores.span_len[samples.slot_series], cfg.sample_length, np.random.default_rng([cfg.seed, _STREAM_WINDOWS])
     )
-    return _Plan(proj, tail, index, samples, starts)
+    return _Plan(proj, tail, index, samples, starts, tally)
 
 
 def _shard_bounds(plan: _Plan, cfg: BlastConfig) -> np.ndarray:

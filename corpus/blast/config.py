@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # Fields that change how fast or where the stage runs, never what it writes: left out of the fingerprint.
 _RUNTIME_ONLY = {"workers", "feature_batch_rows", "score_unit_rows"}
 _LIST_OFFSET_LIMIT = 2**31 - 1  # a list<float32> column of one shard must fit int32 offsets
+# UMAP's largest fit sample by default; why this value: docs/benchmarks/paper_scale.md (BLAST section)
+UMAP_MAX_SAMPLE = 10_000
 
 
 class BlastConfig(BaseModel):
@@ -34,6 +36,12 @@ class BlastConfig(BaseModel):
         2000,
         ge=10,
         description="fit on at least this many vectors (all when fewer): 10% of a small corpus is too few",
+    )
+    umap_max_sample: int = Field(
+        UMAP_MAX_SAMPLE,
+        ge=1,
+        description="fit on at most this many vectors (the share applies below it): above it the fit's time "
+        "and memory stop growing with the corpus; the transform of every distinct vector still does",
     )
     umap_n_neighbors: int = Field(200, ge=2)
     umap_min_dist: float = Field(0.9, ge=0.0)
@@ -70,6 +78,11 @@ class BlastConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> BlastConfig:
+        if self.umap_max_sample < self.umap_min_sample:
+            raise ValueError(
+                f"umap_max_sample ({self.umap_max_sample}) must be at least umap_min_sample "
+                f"({self.umap_min_sample})"
+            )
         if self.shard_rows * self.sample_length > _LIST_OFFSET_LIMIT:
             raise ValueError(
                 f"shard_rows * sample_length = {self.shard_rows * self.sample_length} values per shard "

@@ -38,8 +38,12 @@ class Projection:
 
 
 def sample_indices(n: int, cfg: BlastConfig, rng: np.random.Generator) -> np.ndarray:
-    """Uniform sample (without replacement) of the vectors UMAP is fitted on, sorted."""
-    size = min(n, max(int(n * cfg.umap_sample_share), cfg.umap_min_sample))
+    """Uniform sample (without replacement) of the vectors UMAP is fitted on, sorted.
+
+    ``umap_sample_share`` of the vectors, at least ``umap_min_sample`` and at most ``umap_max_sample``.
+    """
+    share = min(max(int(n * cfg.umap_sample_share), cfg.umap_min_sample), cfg.umap_max_sample)
+    size = min(n, share)
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
