@@ -174,9 +174,11 @@ def read_source(source: Any, storage_options: dict[str, Any] | None = None) -> E
     """A source (a ``SourceConfig``) read exactly as ``factost ingest`` reads it: its connector, then the ingest
     engine's per-series validation (empty, all-missing and non-finite series are counted as skipped)."""
     from corpus.config import IngestConfig
+    from corpus.fetch import localized_source
     from corpus.ingest import prepared_batches
     from corpus.sources.registry import get_connector
 
+    source = localized_source(source, IngestConfig(), None)  # https:// and hf:// inputs: from the verified cache
     connector = get_connector(source.kind)
     raw = connector.read(source.paths, connector.parse_options(source.options), dict(storage_options or {}))
     ids, series, freqs, skipped = [], [], [], Counter()
