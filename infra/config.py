@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,16 +68,23 @@ def split_secret_options(options: dict[str, Any], prefix: str = "") -> tuple[dic
     return public, hidden
 
 
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"client_kwargs.x": 1}`` -> ``{"client_kwargs": {"x": 1}}``."""
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split(".")
-        node = out
+def nest(flat: Mapping[str | tuple[str, ...], Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}``; a tuple key is a path whose parts hold dots.
+
+    A key used both as a value and as a section is a ``ValueError`` naming it.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".") if isinstance(key, str) else key
+        node = nested
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                shown = key if isinstance(key, str) else ".".join(key)
+                raise ValueError(f"{shown}: {part} is set to a value and used as a section at once")
+            node = child
         node[leaf] = value
-    return out
+    return nested
 
 
 class StorageConfig(StrictModel):

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import posixpath
-import secrets
 import socket
 import threading
 import time
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.fingerprint import file_fingerprint, git_commit, stable_hash
+from infra.ids import timestamped_id
 from infra.storage import (
     filesystem,
     is_local,
@@ -290,7 +290,7 @@ def _file_entry(data: bytes) -> dict[str, Any]:
 
 def new_attempt_id() -> str:
     """Unique per writer, sortable by start time: ``20250101T120000Z-3f9a1c2e``."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
+    return timestamped_id(random_bytes=4)
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:

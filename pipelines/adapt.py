@@ -11,7 +11,6 @@ Prefect table artifact, and the runs' losses and metrics are mirrored to TensorB
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from prefect import flow
@@ -20,6 +19,7 @@ from adaptation.config import AdaptConfig
 from adaptation.fanout import adapt_benchmarks, ordered_rows
 from adaptation.outputs import RESULT_COLUMNS, track_adaptation, write_json, write_results_table
 from infra.fingerprint import code_version, stable_hash
+from infra.ids import timestamped_id
 from infra.storage import join
 from pipelines.reporting import table_artifact
 
@@ -31,13 +31,10 @@ def run_folder(out: str, run_id: str) -> str:
     return join(out, *RUNS_FOLDER, run_id)
 
 
-def new_run_id(checkpoint: str, benchmarks: list[str], cfg: AdaptConfig) -> str:
-    """UTC time plus a hash of what the run is, so ids sort by time and tell different runs apart."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    what = stable_hash(
-        {"checkpoint": checkpoint, "benchmarks": benchmarks, "config": cfg.model_dump(mode="json")}
-    )
-    return f"{stamp}-{what[:8]}"
+def adapt_run_id(checkpoint: str, benchmarks: list[str], cfg: AdaptConfig) -> str:
+    """An adapt run's id: its start time and a hash of what it adapts, so ids tell different runs apart."""
+    what = stable_hash({"checkpoint": checkpoint, "benchmarks": benchmarks, "config": cfg.model_dump(mode="json")})
+    return timestamped_id(what[:8])
 
 
 def _failure_row(benchmark: str, error: str, mode: str = "-") -> dict[str, Any]:
@@ -68,7 +65,7 @@ def adapt_flow(
     table URLs, rows, failures and the units each Ray node ran."""
     if not benchmarks:
         raise ValueError("no benchmarks given")
-    run_id = run_id or new_run_id(checkpoint, benchmarks, cfg)
+    run_id = run_id or adapt_run_id(checkpoint, benchmarks, cfg)
     run_dir = run_folder(out, run_id)
     write_json(
         join(run_dir, "run.json"),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import secrets
-from datetime import UTC, datetime
 from typing import Any
 
 from infra.fingerprint import code_version, git_commit
+from infra.ids import timestamped_id
 from infra.storage import filesystem, join, read_json, to_url, write_json_atomic
 
 RUNS_DIR = "runs"
@@ -18,7 +17,8 @@ TRACKED_LIBRARIES = ("torch", "ray", "prefect", "deepspeed", "numpy", "polars", 
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """A one-click run's (or a rerun's) id: its start time and random hex."""
+    return timestamped_id()
 
 
 def run_url(root: str, run_id: str) -> str:

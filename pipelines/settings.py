@@ -56,21 +56,6 @@ def label(key: Key) -> str:
     return ".".join(parts(key))
 
 
-def nest(flat: Mapping[Key, Any]) -> dict[str, Any]:
-    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}``."""
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = parts(key)
-        node = nested
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise OverrideError(f"{label(key)}: {part} is set to a value and used as a section at once")
-            node = child
-        node[leaf] = value
-    return nested
-
-
 def check_keys(model: type[BaseModel], flat: Mapping[Key, Any]) -> None:
     """Every dotted key must name a field of ``model``, descending into nested models; a dict field takes any
     key (``storage.options.x``) and, when its values are models (``benchmarks.options.my_city``), checks what
@@ -112,13 +97,17 @@ def _model_of(annotation: Any) -> tuple[Any, bool]:
 
 def apply_overrides(base: BaseModel, flat: Mapping[Key, Any]) -> Any:
     """``base`` with the dotted overrides applied and validated; raises :class:`OverrideError` naming the key."""
-    from infra.config import deep_merge
+    from infra.config import deep_merge, nest
 
     if not flat:
         return base
     model = type(base)
     check_keys(model, flat)
-    data = deep_merge(base.model_dump(mode="json"), nest(flat))
+    try:
+        nested = nest(flat)
+    except ValueError as exc:
+        raise OverrideError(str(exc)) from None
+    data = deep_merge(base.model_dump(mode="json"), nested)
     try:
         return carry_excluded(base, model.model_validate(data))
     except ValidationError as exc:
