@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.cli_helpers import invoke, last_line, run_factost
 
-COMMANDS = ["ingest", "synth", "balance", "pretrain", "adapt", "rerun", "runs", "versions", "datasets", "show",
+COMMANDS = ["ingest", "fetch", "synth", "balance", "pretrain", "adapt", "rerun", "runs", "versions", "datasets", "show",
             "verify", "evaluate", "run", "run refresh", "run pretrain-then-adapt"]
 
 
