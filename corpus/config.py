@@ -33,6 +33,10 @@ class SourceConfig(StrictModel):
     freq: str | None = Field(None, description="Pandas offset alias; overrides what the connector infers")
     options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options")
     origin: SourceOrigin | None = Field(None, description="Licence, size and landing page of a public source")
+    benchmark: str | None = Field(
+        None, description="The evaluation benchmark whose dataset this source is (registry name): its series never "
+        "enter the training corpus while that benchmark is evaluated",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -43,6 +47,13 @@ class SourceConfig(StrictModel):
         if kind not in CONNECTORS:
             raise ValueError(f"unknown connector {kind!r}; known: {', '.join(sorted(CONNECTORS))}")
         return kind
+
+    @field_validator("benchmark")
+    @classmethod
+    def _known_benchmark(cls, benchmark: str | None) -> str | None:
+        from adaptation.datasets.registry import get_benchmark
+
+        return None if benchmark is None else get_benchmark(benchmark).name  # unknown: lists the registered ones
 
 
 class IngestConfig(StrictModel):

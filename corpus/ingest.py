@@ -94,7 +94,7 @@ def input_fingerprints(paths: list[str], storage_options: dict[str, Any] | None)
 def ingest_version_id(source: SourceConfig, cfg: IngestConfig, inputs: list[dict[str, Any]]) -> str:
     """A source version's id: its config, the validation knobs, the inputs' names and contents, the code."""
     return version_fingerprint({
-        "source": source.model_dump(exclude={"origin"}),  # licence or size notes change no data
+        "source": source.model_dump(exclude={"origin", "benchmark"}),  # notes and declarations change no data
         "validation": cfg.model_dump(include={"min_length", "part_max_rows", "part_max_bytes"}),
         "inputs": [{"name": i["path"].rsplit("/", 1)[-1], "sha256": i["sha256"]} for i in inputs],
         "code": code_version("corpus", "infra"),

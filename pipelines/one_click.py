@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from corpus.leakage import benchmark_name
 from infra.fingerprint import file_fingerprint
 from infra.ray_runtime import ensure_ray
 from infra.storage import filesystem, join, to_url, write_bytes_atomic
@@ -22,7 +23,7 @@ from pipelines.adapt import run_adapt_flow
 from pipelines.pretrain import pretrain_artifacts, pretrain_task
 from pipelines.profile import Profile, as_profile, with_absolute_root
 from pipelines.refresh import corpus_refresh_flow
-from pipelines.reporting import image_markdown, link_artifact, markdown_table
+from pipelines.reporting import image_markdown, leakage_markdown, link_artifact, markdown_table
 from pipelines.runs import environment_record, new_run_id, run_url, write_run_manifest
 
 REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
@@ -32,9 +33,25 @@ REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape
 def version_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
     """What identifies a version's bytes: its id and the sha256 of every part."""
     version = open_version(url, storage_options)
-    return {"url": version.url, "version_id": version.version_id, "rows": version.num_rows,
-            "parts": {p["file"]: p["sha256"] for p in version.manifest["parts"]},
-            "inputs": version.manifest.get("inputs", [])}
+    record = {"url": version.url, "version_id": version.version_id, "rows": version.num_rows,
+              "parts": {p["file"]: p["sha256"] for p in version.manifest["parts"]},
+              "inputs": version.manifest.get("inputs", [])}
+    stats = version.manifest.get("stats", {})
+    if "leakage_check" in stats:  # a training corpus: what it was checked against and what it excluded
+        record["leakage"] = {"check": stats["leakage_check"], "excluded": stats.get("leakage_excluded")}
+    return record
+
+
+def leakage_section(prof: Profile, corpus: dict[str, Any]) -> list[str]:
+    """The training corpus's leakage check, and any benchmark of this run it was not checked against."""
+    leakage = corpus.get("leakage") or {}
+    lines = ["### Benchmark leakage", "", leakage_markdown(leakage.get("check"), leakage.get("excluded"))]
+    checked = {b["benchmark"] for b in (leakage.get("check") or {}).get("benchmarks", [])}
+    missing = [n for n in prof.benchmarks.names if benchmark_name(n) not in checked]
+    if missing:
+        lines.append(f"**Warning:** this training corpus was not checked against {', '.join(missing)}: their "
+                     "zero-shot rows may have seen their own series in pretraining (refresh the corpus).")
+    return [*lines, ""]
 
 
 def corpus_record(refresh: dict[str, Any], storage_options: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +82,7 @@ def report_markdown(run_id: str, prof: Profile, manifest: dict[str, Any], images
         f"took {manifest['duration_s']:.0f} s.", "",
         "## Corpus", "",
         f"Training corpus `{corpus['url']}`: {corpus['rows']:,} samples in {len(corpus['parts'])} shard(s).", "",
+        *leakage_section(prof, corpus),
         "## Pretraining", "",
         markdown_table([manifest["pretrain"]["summary"]]), "",
         "## Adaptation results (original scale, MAPE in percent; norm_* on the z-scored scale; adapted: false is a "

@@ -12,6 +12,7 @@ from adaptation.config import AdaptConfig
 from corpus.blast.config import BlastConfig
 from corpus.config import IngestConfig
 from corpus.kernelsynth import KernelSynthConfig
+from corpus.leakage import LeakageConfig
 from infra.config import (
     RayConfig,
     StorageConfig,
@@ -57,6 +58,10 @@ class Profile(StrictModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     synth: KernelSynthConfig = Field(default_factory=KernelSynthConfig)
     balance: BlastConfig = Field(default_factory=BlastConfig)
+    leakage: LeakageConfig = Field(
+        default_factory=LeakageConfig,
+        description="How the training corpus is kept free of the evaluation benchmarks' series (docs/leakage.md)",
+    )
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     benchmarks: BenchmarksConfig = Field(default_factory=BenchmarksConfig)

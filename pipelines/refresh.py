@@ -3,7 +3,8 @@
 Composition only. Each stage is fingerprinted by its inputs, config and code, so a refresh with nothing
 changed reuses every version and publishes nothing new; a changed source is re-ingested alone. The training
 corpus is balanced only after every source and the synthesis succeeded, so a failed refresh never publishes
-a new version and leaves the previous one as it was.
+a new version and leaves the previous one as it was. The evaluation benchmarks' series are kept out of the
+training corpus (:mod:`corpus.leakage`); what was checked and excluded is in its manifest and in the artifact.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.blast.balance import balance
 from corpus.blast.config import BlastConfig
+from corpus.config import SourceConfig
 from corpus.kernelsynth import KernelSynthConfig, synthesize
+from corpus.leakage import LeakageConfig, LeakageFilter, build_filter
 from infra.ray_runtime import ensure_ray
 from infra.versions import DatasetVersion
 from pipelines.ingest import ingest_task_for, retry_if_transient
-from pipelines.profile import Profile, as_profile, with_absolute_root
-from pipelines.reporting import markdown_table
+from pipelines.profile import BenchmarksConfig, Profile, as_profile, with_absolute_root
+from pipelines.reporting import leakage_markdown, markdown_table
 
 
 def version_summary(stage: str, version: DatasetVersion, started: float) -> dict[str, Any]:
@@ -48,12 +51,25 @@ def synthesize_task(cfg: KernelSynthConfig, root: str, storage_options: dict[str
     return version_summary("kernelsynth", synthesize(cfg, root, storage_options, progress=False), started)
 
 
+@task(name="leakage-index")
+def leakage_task(
+    cfg: LeakageConfig, benchmarks: BenchmarksConfig, sources: list[SourceConfig], root: str,
+    storage_options: dict[str, Any],
+) -> LeakageFilter:
+    """The evaluation benchmarks' identities and window index; a benchmark without data fails here, first."""
+    return build_filter(cfg, benchmarks.names, sources, root, data_dir=benchmarks.data_dir,
+                        benchmark_options=benchmarks.model_dump()["options"], storage_options=storage_options)
+
+
 @task(name="balance", retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=retry_if_transient)
 def balance_task(
-    corpus_urls: list[str], cfg: BlastConfig, root: str, storage_options: dict[str, Any], started: float
+    corpus_urls: list[str], cfg: BlastConfig, root: str, storage_options: dict[str, Any], started: float,
+    leakage: LeakageFilter | None = None,
 ) -> dict:
-    return version_summary("training_corpus", balance(corpus_urls, cfg, root, storage_options, progress=False),
-                           started)
+    version = balance(corpus_urls, cfg, root, storage_options, progress=False, leakage=leakage)
+    stats = version.manifest["stats"]
+    return version_summary("training_corpus", version, started) | {
+        "leakage_check": stats.get("leakage_check"), "leakage_excluded": stats.get("leakage_excluded")}
 
 
 def refresh_markdown(sources: list[dict[str, Any]], synth: dict[str, Any], corpus: dict[str, Any]) -> str:
@@ -68,6 +84,8 @@ def refresh_markdown(sources: list[dict[str, Any]], synth: dict[str, Any], corpu
         + markdown_table([synth, corpus], ["stage", "rows", "bytes", "reused", "version"])
         + "\n## Where the work ran\n\n"
         + markdown_table(work, ["stage", "ray nodes (units)"])
+        + "\n## Benchmark leakage\n\n"
+        + leakage_markdown(corpus.get("leakage_check"), corpus.get("leakage_excluded"))
         + f"\n**Training corpus {made}:** `{corpus['version']}`\n\n"
         + f"Reused without work: {', '.join(reused) or 'nothing'}\n"
     )
@@ -96,6 +114,8 @@ def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, A
     ensure_ray(prof.ray.address, num_cpus=prof.ray.num_cpus, include_dashboard=prof.ray.dashboard)
     started = time.time()
     log = get_run_logger()
+    # before any work: a benchmark that cannot be checked stops the refresh here
+    leakage = leakage_task(prof.leakage, prof.benchmarks, prof.ingest.sources, root, options)
     source_futures = ingest_task_for(prof.ingest).map(
         prof.ingest.sources, cfg=unmapped(prof.ingest), root=unmapped(root), storage_options=unmapped(options)
     )
@@ -103,8 +123,10 @@ def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, A
     sources = _sources_or_raise(prof.ingest.sources, source_futures)  # every source finishes first
     synth = synth_future.result()
     corpus_urls = [s["version"] for s in sources] + [synth["version"]]
-    corpus = balance_task(corpus_urls, prof.balance, root, options, started)
-    log.info("training corpus %s: %s", "reused" if corpus["reused"] else "published", corpus["version"])
+    corpus = balance_task(corpus_urls, prof.balance, root, options, started, leakage)
+    log.info("training corpus %s: %s (%d series excluded as evaluation benchmark series)",
+             "reused" if corpus["reused"] else "published", corpus["version"],
+             (corpus["leakage_excluded"] or {}).get("count", 0))
     create_markdown_artifact(key="corpus-refresh", markdown=refresh_markdown(sources, synth, corpus),
                              description="Corpus refresh summary")
     return {"sources": sources, "kernelsynth": synth, "training_corpus": corpus}

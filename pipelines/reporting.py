@@ -116,3 +116,42 @@ def _relative(url: str, base: str) -> str:
     import posixpath
 
     return posixpath.relpath(url[strip:], base[strip:])
+
+
+def leakage_rows(check: dict[str, Any] | None, excluded: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per evaluation benchmark: how the corpus was checked against it and what was excluded."""
+    if not check:
+        return []
+    series = (excluded or {}).get("series", [])
+    rows = []
+    for b in check["benchmarks"]:
+        mine = [s for s in series if s["benchmark"] == b["benchmark"]]
+        rows.append({
+            "benchmark": b["benchmark"],
+            "content check": b["content"] + (f" ({b['reason']})" if b.get("reason") else ""),
+            "windows": b.get("windows"),
+            "identity sources": ", ".join(b.get("identity_sources", [])) or "-",
+            "excluded by identity": sum(s["matched_by"] == "identity" for s in mine),
+            "excluded by content": sum(s["matched_by"] == "content" for s in mine),
+        })
+    return rows
+
+
+def leakage_markdown(check: dict[str, Any] | None, excluded: dict[str, Any] | None, listed: int = 20) -> str:
+    """The leakage check of a training corpus in words and a table (``stats.leakage_check`` / ``_excluded``)."""
+    if not check:
+        return "No leakage check is recorded for this training corpus (built without an evaluation benchmark list).\n"
+    count = (excluded or {}).get("count", 0)
+    names = ", ".join(b["benchmark"] for b in check["benchmarks"]) or "none"
+    text = (f"Checked against the evaluation benchmarks ({names}) by declared identity and by content "
+            f"(windows of {check['window']} values, {check['mantissa_bits']} significant bits): "
+            f"**{count} series excluded**.\n\n" + markdown_table(leakage_rows(check, excluded)))
+    series = (excluded or {}).get("series", [])
+    if series:
+        text += "\n" + markdown_table(series[:listed], ["series_id", "benchmark", "matched_by"])
+        if len(series) > listed:
+            text += f"\n... and {len(series) - listed} more (the training corpus manifest lists all).\n"
+    unchecked = [b["benchmark"] for b in check["benchmarks"] if b["content"] != "checked"]
+    if unchecked:
+        text += f"\n**Content not checked** for {', '.join(unchecked)} (identity only; reasons above).\n"
+    return text

@@ -30,6 +30,7 @@ wherever it runs. ``stats.ray_nodes`` counts the units (row groups, parts, shard
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from collections import Counter
@@ -59,6 +60,7 @@ from corpus.blast.sampling import (
     window_starts,
 )
 from corpus.blast.vectors import encode, pack
+from corpus.leakage import LeakageFilter, load_index, match_series
 from infra.fingerprint import code_version, stable_hash
 from infra.stage_runtime import StageRun, collect_units, merge_node_counts, run_units
 from infra.storage import filesystem, join, write_bytes_atomic
@@ -120,15 +122,17 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def version_id_for(versions: list[DatasetVersion], cfg: BlastConfig) -> str:
-    """Fingerprint of (input versions, the output-determining config, the corpus and infra code)."""
-    return stable_hash(
-        {
-            "inputs": [[v.dataset, v.version_id] for v in versions],
-            "config": cfg.fingerprint(),
-            "code": code_version("corpus", "infra"),
-        }
-    )
+def version_id_for(versions: list[DatasetVersion], cfg: BlastConfig, leakage: LeakageFilter | None = None) -> str:
+    """Fingerprint of (input versions, the output-determining config, the leakage filter, the corpus and infra
+    code): another benchmark list is another training corpus."""
+    identity: dict[str, Any] = {
+        "inputs": [[v.dataset, v.version_id] for v in versions],
+        "config": cfg.fingerprint(),
+        "code": code_version("corpus", "infra"),
+    }
+    if leakage is not None:
+        identity["leakage"] = leakage.fingerprint()
+    return stable_hash(identity)
 
 
 # --- pass 1: score ---------------------------------------------------------------------------------------
@@ -146,6 +150,8 @@ class _ScoreTask:
     window: int
     batch_rows: int
     offbyone: bool
+    leak_identity: str | None = None  # the benchmark whose dataset this input is: every row is excluded
+    leak_index: str | None = None  # the benchmarks' window index every row is matched against
 
 
 @dataclass
@@ -156,6 +162,7 @@ class _ScoreResult:
     quarantine: list[tuple[str, str, int]] = field(default_factory=list)  # (series_id, reason, length)
     n_rows: int = 0
     cpu_seconds: float = 0.0
+    excluded: list[tuple[str, str, str]] = field(default_factory=list)  # (series_id, benchmark, matched_by)
 
 
 def _score_task(task: _ScoreTask) -> _ScoreResult:
@@ -165,6 +172,9 @@ def _score_task(task: _ScoreTask) -> _ScoreResult:
     packed_out: list[np.ndarray] = []
     span_out: list[np.ndarray] = []
     quarantine: list[tuple[str, str, int]] = []
+    excluded: list[tuple[str, str, str]] = []
+    options = json.dumps(task.storage_options, sort_keys=True, default=str)
+    index = load_index(task.leak_index, options) if task.leak_index else None
     row = task.row_offset
     seen = 0  # rows of the row group read so far
     with fs.open(path, "rb") as fh:
@@ -184,10 +194,14 @@ def _score_task(task: _ScoreTask) -> _ScoreResult:
             spans: list[int] = []
             for i, sid in enumerate(ids):
                 length = int(offsets[i + 1] - offsets[i])
+                target = values[offsets[i] : offsets[i + 1]]
+                leaked = task.leak_identity or (None if nulls[i] else match_series(index, target))
+                if leaked:  # an evaluation benchmark's series: neither scored nor drawn
+                    excluded.append((sid, leaked, "identity" if task.leak_identity else "content"))
+                    continue
                 if nulls[i]:
                     quarantine.append((sid, "target is null", 0))
                     continue
-                target = values[offsets[i] : offsets[i + 1]]
                 w, reason = prepare_series(target, task.min_length, task.window)
                 if w is None:
                     quarantine.append((sid, reason or "unscoreable", length))
@@ -214,10 +228,13 @@ def _score_task(task: _ScoreTask) -> _ScoreResult:
         quarantine,
         row - task.row_offset,
         time.process_time() - t0,
+        excluded,
     )
 
 
-def _score_tasks(versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str, Any]) -> list[_ScoreTask]:
+def _score_tasks(
+    versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str, Any], leakage: LeakageFilter | None = None
+) -> list[_ScoreTask]:
     """Units of about ``score_unit_rows`` rows (whole scoring batches) of every row group of every part.
 
     Row groups of published parts hold up to 16,384 series: one unit each would leave all but a few cores idle
@@ -241,6 +258,8 @@ def _score_tasks(versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str,
                         _ScoreTask(
                             i, j, url, so, g, offset + skip, skip, min(unit_rows, group_rows - skip),
                             cfg.min_length, cfg.window, cfg.feature_batch_rows, cfg.reproduce_reference_offbyone,
+                            leakage.identity_of(v.dataset) if leakage else None,
+                            leakage.index_url if leakage else None,
                         )
                     )
                 offset += group_rows
@@ -370,6 +389,8 @@ class _Scores:
     n_rows: int
     cpu_seconds: float
     tally: StageRun[Any]
+    excluded: list[tuple[str, str, str]] = field(default_factory=list)  # (series_id, benchmark, matched_by)
+    leakage: LeakageFilter | None = None
 
 
 @dataclass
@@ -390,18 +411,20 @@ def balance(
     out_root: str,
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    leakage: LeakageFilter | None = None,
 ) -> DatasetVersion:
     """Score, project, balance and write ``corpus_urls`` (canonical corpus versions) as a training corpus.
 
     Returns the published ``training_corpus`` version; one that already exists for the same inputs, config
     and code is returned without any work. Both passes over the series run as Ray tasks
     (:mod:`infra.stage_runtime`); the pass-2 buckets live under ``{out_root}/_work/training_corpus/``.
+    ``leakage`` excludes the evaluation benchmarks' series (:mod:`corpus.leakage`) in the scoring units.
     """
     if not corpus_urls:
         raise ValueError("balance: no input corpus versions given")
     so = dict(storage_options or {})
     versions = [open_version(u, so) for u in corpus_urls]
-    vid = version_id_for(versions, cfg)
+    vid = version_id_for(versions, cfg, leakage)
     existing = find_version(out_root, DATASET, vid, so)
     if existing is not None:
         log.info("training_corpus %s exists; nothing to do", vid)
@@ -409,7 +432,7 @@ def balance(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     with _progress(progress) as track:
-        scores = score_pass(versions, cfg, so, track)
+        scores = score_pass(versions, cfg, so, track, leakage)
         timings["score_s"] = time.perf_counter() - t_start
         t0 = time.perf_counter()
         plan = plan_pass(scores, cfg)
@@ -448,10 +471,15 @@ def _describe_score_task(_i: int, t: _ScoreTask) -> str:
 
 
 def score_pass(
-    versions: list[DatasetVersion], cfg: BlastConfig, so: dict[str, Any], track: Callable[..., Iterator[Any]]
+    versions: list[DatasetVersion],
+    cfg: BlastConfig,
+    so: dict[str, Any],
+    track: Callable[..., Iterator[Any]],
+    leakage: LeakageFilter | None = None,
 ) -> _Scores:
-    """Pass 1: every row group scored as a Ray task; only 24 B per scored series come back."""
-    tasks = _score_tasks(versions, cfg, so)
+    """Pass 1: every row group scored as a Ray task; only 24 B per scored series come back (and an id per
+    series excluded as an evaluation benchmark's)."""
+    tasks = _score_tasks(versions, cfg, so, leakage)
     tally: StageRun[Any] = StageRun("blast-score", len(tasks))
     results = run_units(
         _score_task, tasks, stage="blast-score", describe=_describe_score_task, max_in_flight=cfg.workers,
@@ -459,6 +487,7 @@ def score_pass(
     )
     loc_input, loc_part, loc_row, packed, span_len = [], [], [], [], []
     quarantine: list[tuple[str, str, str, int]] = []
+    excluded: list[tuple[str, str, str]] = []
     n_rows, cpu = 0, 0.0
     for task, res in track(zip(tasks, results, strict=False), len(tasks), "score"):
         k = len(res.rows)
@@ -468,16 +497,18 @@ def score_pass(
         packed.append(res.packed)
         span_len.append(res.span_len)
         quarantine.extend((sid, task.part_url, reason, length) for sid, reason, length in res.quarantine)
+        excluded.extend(res.excluded)
         n_rows += res.n_rows
         cpu += res.cpu_seconds
     scores = _Scores(
         _cat(loc_input, np.int32), _cat(loc_part, np.int32), _cat(loc_row, np.int64), _cat(packed, np.uint64),
-        _cat(span_len, np.int64), quarantine, n_rows, cpu, tally,
+        _cat(span_len, np.int64), quarantine, n_rows, cpu, tally, excluded, leakage,
     )
     if len(scores.packed) == 0:
         reasons = Counter(r.split(":")[0] for _, _, r, _ in quarantine).most_common(3)
         urls = [v.url for v in versions]
-        raise ValueError(f"balance: no series of {urls} could be scored ({n_rows} rows; reasons {reasons})")
+        raise ValueError(f"balance: no series of {urls} could be scored ({n_rows} rows, {len(excluded)} excluded "
+                         f"as evaluation benchmark series; reasons {reasons})")
     return scores
 
 
@@ -685,4 +716,7 @@ def _stats(
         "ray_nodes": merge_node_counts(*(p.node_counts() for p in passes)),
         "units": {p.stage: p.total for p in passes},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "leakage_excluded": {"count": len(scores.excluded), "series": [
+            {"series_id": sid, "benchmark": b, "matched_by": by} for sid, b, by in scores.excluded]},
+        "leakage_check": scores.leakage.record() if scores.leakage is not None else None,
     }
