@@ -14,8 +14,8 @@ import pytest
 
 from tests.integration.cli_helpers import invoke, last_line, run_factost
 
-COMMANDS = ["ingest", "fetch", "synth", "balance", "pretrain", "adapt", "rerun", "runs", "versions", "datasets", "show",
-            "verify", "evaluate", "run", "run refresh", "run pretrain-then-adapt"]
+COMMANDS = ["ingest", "fetch", "synth", "balance", "pretrain", "adapt", "rerun", "runs", "report", "versions",
+            "datasets", "show", "verify", "evaluate", "run", "run refresh", "run pretrain-then-adapt"]
 
 
 @pytest.fixture
