@@ -14,13 +14,15 @@ Two streaming passes over the inputs, so the corpus may be far larger than memor
    cluster every node sees it). One Ray task per shard then gathers its buckets, mixes where the plan says so,
    and returns the shard, written in sample-id order as Parquet parts of exactly ``shard_rows`` samples.
 
-Peak memory (main process): 24 B per scored series + ~24 B per draw for the plan, the distinct drawn
-series' ids, one quarantine row per unscoreable series, the UMAP fit on its sample (``umap_sample_share`` of
-the vectors, at least ``umap_min_sample``; n_neighbors x sample for its graph) and the transform of the
-distinct vectors, one output shard (``shard_rows x sample_length x 4`` B, held about three times while it is
-read, mixed and encoded), and the cached STL weights (< 256 MB; a few MB per series length). Per worker: one
-input row group's Arrow buffers plus one scoring batch. Nothing grows with the series' lengths or the
-corpus' values. The buckets need ``draws x sample_length x 4`` B on the storage root while the stage runs.
+Peak memory (main process): 24 B per scored series + ~24 B per draw for the plan, the cells and the cell
+index (~16 B per series), the distinct drawn series' ids, one quarantine row per unscoreable series, one
+output shard (``shard_rows x sample_length x 4`` B, held about three times while it is read, mixed and
+encoded), and the cached STL weights (< 256 MB; a few MB per series length). The projection runs as one Ray
+task: its worker holds the UMAP fit on its sample (``umap_sample_share`` of the vectors, between
+``umap_min_sample`` and ``umap_max_sample``; n_neighbors x sample for its graph) and the transform of the
+distinct vectors (an n_neighbors graph per distinct vector, ~13 KB each). Per scoring worker: one input row
+group's Arrow buffers plus one scoring batch. Nothing grows with the series' lengths or the corpus' values.
+The buckets need ``draws x sample_length x 4`` B on the storage root while the stage runs.
 
 Determinism: batches, tasks and every random stream are fixed by (inputs, config, seed), never by the worker
 count, the nodes or completion order, and BLAS runs single-threaded, so a rerun writes byte-identical shards
