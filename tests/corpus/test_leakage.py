@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from corpus.blast.balance import version_id_for
+from corpus.blast.balance import blast_version_id
 from corpus.blast.config import BlastConfig
 from corpus.config import SourceConfig
 from corpus.leakage import (
@@ -141,6 +142,71 @@ def test_the_benchmark_list_is_part_of_the_training_corpus_fingerprint(tmp_path)
     two = build_filter(CFG, ["synthetic-traffic", "synthetic-grid"], [], str(tmp_path))
     coarse = build_filter(LeakageConfig(mantissa_bits=10), ["synthetic-traffic"], [], str(tmp_path))
     cfg = BlastConfig()
-    ids = {version_id_for(versions, cfg, f) for f in (one, again)}
+    ids = {blast_version_id(versions, cfg, f) for f in (one, again)}
     assert len(ids) == 1 and one.index_sha256 == again.index_sha256
-    assert len({*ids, version_id_for(versions, cfg, two), version_id_for(versions, cfg, coarse)}) == 3
+    assert len({*ids, blast_version_id(versions, cfg, two), blast_version_id(versions, cfg, coarse)}) == 3
+
+
+# --- in the scoring units ----------------------------------------------------------------------------------
+def _write_version(root: str, dataset: str, series: dict[str, np.ndarray]) -> DatasetVersion:
+    from corpus.schema import content_hash
+    from infra.schemas import CANONICAL_SCHEMA
+    from infra.versions import VersionWriter
+
+    vals = [np.asarray(v, dtype=np.float32) for v in series.values()]
+    n = len(vals)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in vals])]).astype(np.int64)
+    table = pa.Table.from_arrays(
+        [pa.array(list(series)), pa.array(["s"] * n), pa.array(["test"] * n), pa.array(["h"] * n),
+         pa.array([None] * n, pa.timestamp("us")),
+         pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(vals))),
+         pa.array([len(v) for v in vals], pa.int64()), pa.array([content_hash(v) for v in vals]),
+         pa.array([None] * n, pa.string())],
+        schema=CANONICAL_SCHEMA,
+    )
+    writer = VersionWriter(root, dataset, "v1", CANONICAL_SCHEMA, part_max_rows=16)
+    writer.write(table)
+    return writer.commit(config={}, inputs=[], code_version="test")
+
+
+def test_scoring_units_exclude_the_same_series_however_the_work_is_cut(tmp_path) -> None:
+    from dataclasses import replace
+
+    from adaptation.datasets import resolve_benchmark
+    from corpus.blast.balance import _score_task, _score_tasks
+
+    traffic = resolve_benchmark("synthetic-traffic").values
+    rng = np.random.default_rng(4)
+    series = {f"s/{i}": np.cumsum(rng.standard_normal(300)) for i in range(40)}  # short: quarantined, not scored
+    for i, (node, start) in {5: (3, 1001), 17: (39, 7), 33: (0, 4000)}.items():
+        series[f"s/{i}"] = np.concatenate([rng.standard_normal(50), traffic[start : start + 250, node]])
+    version = _write_version(str(tmp_path / "in"), "corpus/mixed", series)
+    leak = build_filter(CFG, ["synthetic-traffic"], [], str(tmp_path))
+
+    def excluded(cfg: BlastConfig, flt) -> list[tuple[str, str, str]]:
+        tasks = _score_tasks([version], cfg, {}, flt)
+        return [e for t in tasks for e in _score_task(t).excluded], len(tasks)
+
+    small, n_small = excluded(BlastConfig(score_unit_rows=4, feature_batch_rows=2), leak)
+    large, n_large = excluded(BlastConfig(), leak)
+    assert n_small == 10 > n_large == 3  # parts of 16, 16 and 8 rows: 4 + 4 + 2 units, or one per part
+    assert small == large == [(f"s/{i}", "synthetic-traffic", "content") for i in (5, 17, 33)]
+    declared = replace(leak, identity=(("corpus/mixed", "synthetic-traffic"),))
+    everything, _ = excluded(BlastConfig(score_unit_rows=4, feature_batch_rows=2), declared)
+    assert everything == [(sid, "synthetic-traffic", "identity") for sid in series]
+
+
+def test_the_run_report_states_the_check_and_names_unchecked_benchmarks(tmp_path) -> None:
+    from pipelines.one_click import leakage_section
+    from pipelines.profile import Profile
+
+    leak = build_filter(CFG, ["synthetic-grid"], [], str(tmp_path))
+    excluded = {"count": 1, "series": [{"series_id": "a/x", "benchmark": "synthetic-grid", "matched_by": "content"}]}
+    corpus = {"leakage": {"check": leak.record(), "excluded": excluded}}
+    prof = Profile(benchmarks={"names": ["synthetic-grid", "ETTh2"]})
+    text = "\n".join(leakage_section(prof, corpus))
+    assert "**1 series excluded**" in text and "| a/x | synthetic-grid | content |" in text
+    assert "| synthetic-grid | checked | 1,016 | - | 0 | 1 |" in text
+    assert "not checked against ETTh2" in text
+    quiet = "\n".join(leakage_section(Profile(benchmarks={"names": ["synthetic-grid"]}), corpus))
+    assert "Warning" not in quiet
