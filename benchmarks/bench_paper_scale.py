@@ -8,8 +8,14 @@
   ratio; the target is within 12x for 10x the series) and how much the driver's peak RSS grows per scored
   series (target: about 100 bytes), with the stage's own timing breakdown (score, project, spill, write).
 
+- ``blast-projection``: BLAST's UMAP projection alone at ``--n`` vectors (synthetic 61-bit BLAST vectors, each
+  group's bin drawn from a fixed skewed distribution), one fresh process per size: the fit sample the config
+  gives, the distinct vectors, the seconds and peak RSS growth of the fit and of the transform of every
+  distinct vector (what the stage's projection task holds).
+
     .venv/bin/python benchmarks/bench_paper_scale.py synth --doc
     .venv/bin/python benchmarks/bench_paper_scale.py blast --doc
+    .venv/bin/python benchmarks/bench_paper_scale.py blast-projection --doc
 """
 
 from __future__ import annotations
@@ -148,6 +154,59 @@ def bench_blast(args: argparse.Namespace, tmp: Path) -> str:
     return text
 
 
+def projection_child(n: int) -> None:
+    """Fit and transform as the stage's projection task does, measuring each step (run in a fresh process)."""
+    import resource
+    import warnings
+
+    import numpy as np
+
+    from corpus.blast.config import BlastConfig
+    from corpus.blast.projection import _fit_umap, sample_indices
+    from corpus.blast.vectors import DIM, GROUPS, pack, unpack
+
+    rng = np.random.default_rng(0)
+    hot, off = np.zeros((n, DIM), np.uint8), 0
+    for _, size in GROUPS:  # a skewed but fixed distribution per group, as real corpora are
+        hot[np.arange(n), off + rng.choice(size, n, p=rng.dirichlet(np.full(size, 0.7)))] = 1
+        off += size
+    packed, cfg = pack(hot), BlastConfig()
+    del hot
+    import umap  # noqa: F401  (imported before the baseline: its import is not what grows)
+
+    def peak() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    base, distinct = psutil.Process().memory_info().rss, np.unique(packed)
+    idx = sample_indices(n, cfg, np.random.default_rng([cfg.seed, 1]))
+    t0 = time.perf_counter()
+    model = _fit_umap(unpack(packed[idx]).astype(np.float32), cfg)
+    fit_s, fit_peak = time.perf_counter() - t0, peak() - base
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.transform(unpack(distinct).astype(np.float32))
+    print(json.dumps({"n": n, "sample": len(idx), "distinct": len(distinct), "fit_s": fit_s, "fit_peak": fit_peak,
+                      "transform_s": time.perf_counter() - t0, "peak": peak() - base}))
+
+
+def bench_projection(args: argparse.Namespace, _tmp: Path) -> str:
+    text = "| vectors | fit sample | distinct | fit | fit peak RSS growth | transform | peak RSS growth "
+    text += "| per distinct |\n"
+    text += "|---|---|---|---|---|---|---|---|\n"
+    for n in args.n:
+        out = subprocess.run([sys.executable, __file__, "projection-child", str(n)], cwd=ROOT, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(r))
+        text += (
+            f"| {n:,} | {r['sample']:,} | {r['distinct']:,} | {r['fit_s']:.0f} s | {mb(r['fit_peak'])} | "
+            f"{r['transform_s']:.0f} s | {mb(r['peak'])} | {r['peak'] / r['distinct'] / 1024:.1f} KB |\n"
+        )
+    print(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -157,16 +216,27 @@ def main() -> None:
     b.add_argument("--small", type=int, default=30_000)
     b.add_argument("--large", type=int, default=300_000)
     b.add_argument("--samples", type=int, default=10_000)
-    for p in (s, b):
+    pr = sub.add_parser("blast-projection")
+    pr.add_argument("--n", type=int, nargs="+", default=[20_000, 100_000, 300_000])
+    for p in (s, b, pr):
         p.add_argument("--doc", action="store_true", help=f"write the results into {DOC}")
+    child = sub.add_parser("projection-child")
+    child.add_argument("size", type=int)
     args = parser.parse_args()
+    if args.what == "projection-child":
+        projection_child(args.size)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-paper-scale-", dir=os.environ.get("BENCH_TMP")))
     try:
-        text = bench_synth(args, tmp) if args.what == "synth" else bench_blast(args, tmp)
+        bench = {"synth": bench_synth, "blast": bench_blast, "blast-projection": bench_projection}[args.what]
+        text = bench(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.doc:
-        opts = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k not in ("doc", "what"))
+        opts = " ".join(
+            f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k not in ("doc", "what")
+        )
         command = f"python benchmarks/bench_paper_scale.py {args.what} {opts}".strip()
         write_doc_section(DOC, f"paper-scale-{args.what}", f"Command: `{command}`\n\n{text}",
                           title="# The corpus stages at paper scale\n")
