@@ -2,46 +2,83 @@
 
 A source whose ``paths`` hold ``https://`` or ``hf://`` URLs is read from the cache, never from the network
 while parsing: each URL is downloaded once into ``<cache>/<source name>/`` (verified copies are reused, a
-.zip is unpacked) and the connector reads the local files. The transfer, checksums and cache rules are
-:mod:`infra.fetch`'s.
+.zip is unpacked) and the connector reads the cached files. The cache lives under the storage root by default,
+so with an S3 root it is on S3 and every node of a cluster reads the same copies. The transfer, checksums and
+cache rules are :mod:`infra.fetch`'s.
+
+A version names a downloaded input by its URL and the sha256 of what was downloaded (and notes the verified
+copy it read); its id depends on those, not on where the cache is: the same URL with the same content gives the
+same version id on any machine, a changed upstream file a new one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corpus.config import IngestConfig, SourceConfig
 from infra.fetch import default_cache_dir, fetch_input, is_remote
+from infra.storage import join
 
 
-def cache_folder(cfg: IngestConfig, root: str | None) -> Path:
-    """The download cache: the profile's ``ingest.fetch.cache_dir``, else the default beside the storage root."""
-    return Path(cfg.fetch.cache_dir).expanduser().resolve() if cfg.fetch.cache_dir else default_cache_dir(root)
+@dataclass(frozen=True)
+class FetchedSource:
+    """A source after its downloads: what to read, what was fetched, and what the version records of it."""
+
+    source: SourceConfig  # its remote inputs replaced by their cached copies
+    files: list[dict[str, Any]]  # one row per downloaded file (source, url, file, path, bytes, sha256, status)
+    inputs: dict[int, list[dict[str, Any]]]  # per index of a remote entry of the configured paths: its files
+
+
+def cache_folder(cfg: IngestConfig, root: str | None) -> str:
+    """The download cache: the profile's ``ingest.fetch.cache_dir`` (a folder or a URL), else ``<root>/downloads``."""
+    configured = cfg.fetch.cache_dir
+    if configured is None:
+        return default_cache_dir(root)
+    return configured.rstrip("/") if "://" in configured else str(Path(configured).expanduser().resolve())
 
 
 def fetch_source(
-    source: SourceConfig, cfg: IngestConfig, root: str | None, progress: Any = None
-) -> tuple[SourceConfig, list[dict[str, Any]]]:
-    """The source with its remote inputs replaced by their cached local copies, and one row per file fetched."""
+    source: SourceConfig,
+    cfg: IngestConfig,
+    root: str | None,
+    storage_options: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> FetchedSource:
+    """Fetch (or find verified in the cache) every remote input of ``source``; local inputs are left as they are."""
     if not any(is_remote(p) for p in source.paths):
-        return source, []
-    folder = cache_folder(cfg, root) / source.name
+        return FetchedSource(source, [], {})
+    folder = join(cache_folder(cfg, root), source.name)
     paths: list[str] = []
     rows: list[dict[str, Any]] = []
-    for url in source.paths:
+    inputs: dict[int, list[dict[str, Any]]] = {}
+    for index, url in enumerate(source.paths):
         if not is_remote(url):
             paths.append(url)
             continue
-        fetched = fetch_input(url, folder, cfg.fetch, progress)
+        fetched = fetch_input(url, folder, cfg.fetch, progress, storage_options)
         paths.extend(fetched.paths)
         rows.extend({"source": source.name} | row for row in fetched.files)
-    return source.model_copy(update={"paths": paths}), rows
+        inputs[index] = [downloaded_input(url, row) for row in fetched.files]
+    return FetchedSource(source.model_copy(update={"paths": paths}), rows, inputs)
 
 
-def localized_source(source: SourceConfig, cfg: IngestConfig, root: str | None) -> SourceConfig:
+def downloaded_input(url: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A downloaded file as a version's input: the URL as configured, the file under it, its size and sha256.
+
+    ``download_url`` is the address it came from when that differs (an hf:// file's resolve URL); ``path`` is
+    the verified copy that was read. Only ``url``, ``file`` and ``sha256`` make the version's identity.
+    """
+    record = {"url": url, "file": row["file"], "bytes": row["bytes"], "sha256": row["sha256"], "path": row["path"]}
+    return record | ({"download_url": row["url"]} if row["url"] != url else {})
+
+
+def localized_source(
+    source: SourceConfig, cfg: IngestConfig, root: str | None, storage_options: dict[str, Any] | None = None
+) -> SourceConfig:
     """What ingestion reads: remote inputs fetched (or found verified in the cache) first."""
-    return fetch_source(source, cfg, root)[0]
+    return fetch_source(source, cfg, root, storage_options).source
 
 
 def select_sources(sources: list[SourceConfig], only: list[str] | None) -> list[SourceConfig]:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from corpus.config import IngestConfig, SourceConfig
 from corpus.errors import MalformedInputError
-from corpus.fetch import localized_source
+from corpus.fetch import FetchedSource, fetch_source
 from corpus.schema import RawSeries, content_hash
 from corpus.sources.registry import IngestUnit, get_connector
 from infra.fingerprint import code_version, file_fingerprint
@@ -91,14 +91,34 @@ def input_fingerprints(paths: list[str], storage_options: dict[str, Any] | None)
     return prints
 
 
+def source_inputs(source: SourceConfig, fetched: FetchedSource, storage_options: dict[str, Any] | None
+                  ) -> list[dict[str, Any]]:
+    """A version's inputs in the order of the source's paths: each local file's path, size and sha256; each
+    downloaded file's URL, size and sha256 (the fetch verified it, so it is not hashed twice)."""
+    records: list[dict[str, Any]] = []
+    for index, path in enumerate(source.paths):
+        records.extend(fetched.inputs[index] if index in fetched.inputs
+                       else input_fingerprints([path], storage_options))
+    return records
+
+
 def ingest_version_id(source: SourceConfig, cfg: IngestConfig, inputs: list[dict[str, Any]]) -> str:
-    """A source version's id: its config, the validation knobs, the inputs' names and contents, the code."""
+    """A source version's id: its config (with the URLs, not the cache), the validation knobs, the inputs' names
+    and contents, the code."""
     return version_fingerprint({
         "source": source.model_dump(exclude={"origin", "benchmark"}),  # notes and declarations change no data
         "validation": cfg.model_dump(include={"min_length", "part_max_rows", "part_max_bytes"}),
-        "inputs": [{"name": i["path"].rsplit("/", 1)[-1], "sha256": i["sha256"]} for i in inputs],
+        "inputs": [_input_identity(i) for i in inputs],
         "code": code_version("corpus", "infra"),
     })
+
+
+def _input_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """A local file by name and content (a moved folder keeps its id); a download by URL and content (where the
+    cache is does not count, a changed upstream file does)."""
+    if "url" in record:
+        return {"url": record["url"], "file": record["file"], "sha256": record["sha256"]}
+    return {"name": record["path"].rsplit("/", 1)[-1], "sha256": record["sha256"]}
 
 
 @lru_cache(maxsize=256)
@@ -357,19 +377,22 @@ def ingest_source(
     under ``{root}/_work/ingest/``; the driver then admits them in unit order and writes the version, so the
     parts are the same bytes however many units, nodes or processes did the work. ``on_progress(series,
     points)`` is called after every batch, for progress bars. Remote inputs (https://, hf://) are read from the
-    download cache, fetched and verified first.
+    download cache (under ``root`` unless configured elsewhere), fetched and verified first; the version's id
+    and recorded source name their URLs and sha256, not where the cache is.
     """
-    source = localized_source(source, cfg, root)
+    fetched = fetch_source(source, cfg, root, storage_options)
     connector = get_connector(source.kind)
     raw_options = dict(source.options)
     if source.freq and "freq" in connector.options_model.model_fields and "freq" not in raw_options:
         raw_options["freq"] = source.freq  # so connectors that check dates against a grid use the user's freq
     options = connector.parse_options(raw_options)
-    inputs = input_fingerprints(source.paths, storage_options)
+    inputs = source_inputs(source, fetched, storage_options)
     version_id = ingest_version_id(source, cfg, inputs)
 
     def write(writer: VersionWriter) -> VersionRecord:
-        return _write_source(writer, options, source, cfg, inputs, root, storage_options, on_progress)
+        stats = _write_source(writer, options, fetched.source, cfg, root, storage_options, on_progress)
+        return VersionRecord({"source": source.model_dump(), "ingest": cfg.model_dump(exclude={"sources"})}, inputs,
+                             code_version("corpus", "infra"), stats)
 
     published = publish_version(root, dataset_name(source), version_id, CANONICAL_SCHEMA, write, storage_options,
                                 part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes)
@@ -383,12 +406,12 @@ def _write_source(
     options: Any,
     source: SourceConfig,
     cfg: IngestConfig,
-    inputs: list[dict[str, Any]],
     root: str,
     storage_options: dict[str, Any] | None,
     on_progress: Any,
-) -> VersionRecord:
-    """Run the source's units on Ray and write the admitted rows and side tables; the work folder is removed."""
+) -> dict[str, Any]:
+    """Run the source's units on Ray and write the admitted rows and side tables; the stats. The work folder is
+    removed. ``source`` is the one to read: its remote inputs already replaced by their cached copies."""
     storage = dict(storage_options or {})
     units = get_connector(source.kind).plan(source.paths, options, storage, cfg.chunk_bytes)
     work = join(root, WORK_FOLDER, dataset_name(source), writer.version_id)
@@ -412,8 +435,7 @@ def _write_source(
     if admission.quarantine:
         log.warning("source %s: %d series quarantined (%s)", source.name, len(admission.quarantine),
                     stats["quarantine_reasons"])
-    return VersionRecord({"source": source.model_dump(), "ingest": cfg.model_dump(exclude={"sources"})}, inputs,
-                         code_version("corpus", "infra"), stats)
+    return stats
 
 
 def _admitted(jobs: list[UnitJob], admission: _Admission, tally: StageRun[int]) -> Iterator[pa.RecordBatch]:

@@ -11,10 +11,16 @@ resolve/{revision}/PATH`` URLs, a folder listed through ``{endpoint}/api/dataset
 PATH``; the endpoint is ``HF_ENDPOINT`` (default https://huggingface.co). The Hub's LFS sha256 of a file is
 its expected checksum.
 
+The cache is a folder addressed by URL through fsspec: a local folder, or a prefix under an S3 storage root
+so that every node of a cluster reads the same verified copies. A file appears under its final name only
+complete and verified: locally a ``.part-`` name beside it, then an atomic rename; on an object store the
+download is verified in a local temporary first, uploaded to a ``.part-`` key beside its final name, then
+moved there, so a reader never sees a partial object.
+
 Checksums: a file's sha256 is recorded in its folder's ``.factost-checksums.json`` on first download and
 every later download or cached copy must match it (or the upstream checksum when one is known): a changed
-upstream file is an error naming the file, the expected and the actual digest. A file appears under its final
-name only complete and verified (a ``.part-`` name, then an atomic rename).
+upstream file is an error naming the file, the expected and the actual digest, unless ``refresh`` asks to
+download again and record what the server serves now.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import posixpath
 import shutil
+import tempfile
 import time
 import uuid
 import zipfile
@@ -38,8 +45,11 @@ from urllib.parse import quote, unquote, urlsplit
 from pydantic import Field
 
 from infra.config import StrictModel
+from infra.fingerprint import file_fingerprint
+from infra.storage import filesystem, is_local, join, read_json, to_url, write_json_atomic
 
 CHECKSUM_FILE = ".factost-checksums.json"
+EXTRACTED_FILE = ".factost-extracted.json"  # in an unpacked archive's folder: the archive's sha256 and members
 PART_PREFIX = ".part-"
 CHUNK_BYTES = 1 << 20
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -51,9 +61,11 @@ class FetchSettings(StrictModel):
     """How remote inputs are downloaded: where they are cached and how hard a flaky server is tried."""
 
     cache_dir: str | None = Field(
-        None, description="Download cache folder; default: <storage root>/downloads for a local root, else "
-        "~/.cache/factost/downloads (FACTOST_CACHE overrides the latter)",
+        None, description="Download cache folder or URL; default: <storage root>/downloads (on S3 as well, so every "
+        "node reads the same copies); ~/.cache/factost/downloads (FACTOST_CACHE overrides) without a storage root",
     )
+    refresh: bool = Field(False, description="Download every file again and record its sha256 anew, accepting a "
+                          "changed upstream file (the Hub's own LFS checksums still hold)")
     retries: int = Field(5, ge=0, description="Retries of one file after a dropped connection, a timeout or a 5xx")
     backoff_seconds: float = Field(1.0, ge=0, description="Wait before the first retry; doubled after each one")
     max_backoff_seconds: float = Field(60.0, ge=0, description="Longest wait between two retries")
@@ -101,32 +113,44 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def default_cache_dir(storage_root: str | None) -> Path:
-    """``<root>/downloads`` when the storage root is a local folder, else the user cache."""
-    if storage_root and "://" not in storage_root:
-        return Path(storage_root).resolve() / "downloads"
-    return Path(os.environ.get("FACTOST_CACHE", Path.home() / ".cache" / "factost")) / "downloads"
+def default_cache_dir(storage_root: str | None) -> str:
+    """``<root>/downloads`` under the storage root, local or remote (intermediate files live under the root, so
+    a cluster's nodes all see them); the user cache only where there is no root."""
+    if storage_root and "://" in storage_root:
+        return join(storage_root.rstrip("/"), "downloads")
+    if storage_root:
+        return str(Path(storage_root).resolve() / "downloads")
+    return str(Path(os.environ.get("FACTOST_CACHE", Path.home() / ".cache" / "factost")) / "downloads")
 
 
 # --------------------------------------------------------------------------- checksum record
 
 
-def recorded_checksums(folder: Path) -> dict[str, str]:
-    path = folder / CHECKSUM_FILE
-    if not path.exists():
+def recorded_checksums(folder: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+                       ) -> dict[str, str]:
+    """The sha256 of each file recorded in ``folder`` (a local folder or a URL), by file name."""
+    return _read_record(*filesystem(os.fspath(folder), storage_options))
+
+
+def record_checksum(folder: str | os.PathLike[str], name: str, digest: str,
+                    storage_options: dict[str, Any] | None = None) -> None:
+    """Add ``name``'s sha256 to the folder's record (written whole to a temporary name, then renamed)."""
+    _write_record(*filesystem(os.fspath(folder), storage_options), name, digest)
+
+
+def _read_record(fs: Any, folder: str) -> dict[str, str]:
+    path = posixpath.join(folder, CHECKSUM_FILE)
+    if not fs.exists(path):
         return {}
     try:
-        return dict(json.loads(path.read_text()))
+        return dict(read_json(fs, path))
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: unreadable checksum record: {exc}") from None
+        raise ValueError(f"{to_url(fs, path)}: unreadable checksum record: {exc}") from None
 
 
-def record_checksum(folder: Path, name: str, digest: str) -> None:
-    """Add ``name``'s sha256 to the folder's record (written whole to a temporary name, then renamed)."""
-    record = recorded_checksums(folder) | {name: digest}
-    tmp = folder / f".tmp-{uuid.uuid4().hex}-{CHECKSUM_FILE}"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, folder / CHECKSUM_FILE)
+def _write_record(fs: Any, folder: str, name: str, digest: str) -> None:
+    fs.makedirs(folder, exist_ok=True)
+    write_json_atomic(fs, posixpath.join(folder, CHECKSUM_FILE), _read_record(fs, folder) | {name: digest})
 
 
 def check_digest(label: str, actual: str, expected: str | None) -> None:
@@ -311,8 +335,6 @@ class _Transfer:
 
 def _copy_fsspec(url: str, part: Path, bar: Callable[[int, int | None], None]) -> None:
     """A non-HTTP input (file://, a local path, s3://) copied through its fsspec filesystem."""
-    from infra.storage import filesystem
-
     fs, path = filesystem(url)
     total = int(fs.size(path) or 0) or None
     done = 0
@@ -329,8 +351,12 @@ def download_to(
     expected_sha256: str | None,
     settings: FetchSettings,
     bar: Callable[[int, int | None], None] = lambda done, total: None,
+    label: str | None = None,
 ) -> str:
-    """Download ``url`` to ``target`` (complete and verified, or not at all) and return its sha256."""
+    """Download ``url`` to the local ``target`` (complete and verified, or not at all) and return its sha256.
+
+    ``label`` names the file in a checksum error (the cache URL when ``target`` is a temporary before upload).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f"{PART_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
     try:
@@ -340,7 +366,7 @@ def download_to(
         else:
             _copy_fsspec(url, part, bar)
         actual = sha256_file(part)
-        check_digest(str(target), actual, expected_sha256)
+        check_digest(label or str(target), actual, expected_sha256)
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
@@ -350,74 +376,152 @@ def download_to(
 # --------------------------------------------------------------------------- cache
 
 
+def place_download(url: str, fs: Any, path: str, expected_sha256: str | None, settings: FetchSettings,
+                   bar: Callable[[int, int | None], None] = lambda done, total: None) -> str:
+    """Download ``url`` to ``path`` on ``fs`` (a local folder or an object store), verified; its sha256.
+
+    A local target is written by :func:`download_to`. A remote one is downloaded and verified in a local
+    temporary, then uploaded: nothing unverified ever leaves this machine, nothing partial is under ``path``.
+    """
+    if is_local(fs):
+        return download_to(url, Path(path), expected_sha256, settings, bar)
+    with tempfile.TemporaryDirectory(prefix="factost-fetch-") as tmp:
+        local = Path(tmp) / posixpath.basename(path)
+        actual = download_to(url, local, expected_sha256, settings, bar, label=to_url(fs, path))
+        upload_file(local, fs, path)
+    return actual
+
+
+def upload_file(local: Path, fs: Any, path: str) -> None:
+    """``local`` placed at ``path`` on a remote filesystem: uploaded to a ``.part-`` key beside it, then moved.
+
+    The move is what makes the object appear under its name, whole; a failed upload leaves only the part key,
+    which is removed.
+    """
+    folder, name = posixpath.split(path)
+    part = posixpath.join(folder, f"{PART_PREFIX}{uuid.uuid4().hex[:8]}-{name}")
+    try:
+        fs.put_file(str(local), part)
+        fs.mv(part, path)
+    finally:
+        if fs.exists(part):
+            fs.rm(part)
+
+
+# --------------------------------------------------------------------------- cache
+
+
 @dataclass
 class Fetched:
-    """What fetching one input gave: the local paths to read and, per downloaded file, its outcome."""
+    """What fetching one input gave: the paths (or URLs) to read and, per downloaded file, its outcome."""
 
     paths: list[str]
     files: list[dict[str, Any]]
 
 
-def fetch_input(url: str, folder: Path, settings: FetchSettings, progress: Any = None) -> Fetched:
+def fetch_input(url: str, folder: str | os.PathLike[str], settings: FetchSettings, progress: Any = None,
+                storage_options: dict[str, Any] | None = None) -> Fetched:
     """Bring one input into ``folder`` (verified cache hits are not downloaded again); the paths to read.
 
-    An hf:// folder gives the local folder (its files keep their layout); a .zip is unpacked (when
-    ``settings.extract``) and gives its data file(s).
+    ``folder`` is a local folder or a URL (``s3://bucket/root/downloads/NAME``, reached with
+    ``storage_options``). An hf:// folder gives the cached folder (its files keep their layout); a .zip is
+    unpacked (when ``settings.extract``) and gives its data file(s).
     """
+    fs, base = filesystem(os.fspath(folder), storage_options)
     files, tree = resolve_files(url, settings)
-    outcomes = [_fetch_file(f, folder, settings, progress) for f in files]
+    outcomes = [_fetch_file(f, fs, base, settings, progress) for f in files]
     if tree is not None:
-        return Fetched([str(folder / tree)], outcomes)
+        return Fetched([to_url(fs, posixpath.join(base, tree))], outcomes)
     paths: list[str] = []
-    for outcome in outcomes:
-        local = Path(outcome["path"])
-        paths.extend(_extracted(local) if settings.extract and local.suffix.lower() == ".zip" else [str(local)])
+    for file, outcome in zip(files, outcomes, strict=True):
+        target = posixpath.join(base, file.relpath)
+        unpack = settings.extract and target.lower().endswith(".zip")
+        paths.extend(_extracted(fs, target, outcome["sha256"]) if unpack else [to_url(fs, target)])
     return Fetched(paths, outcomes)
 
 
-def _fetch_file(file: RemoteFile, folder: Path, settings: FetchSettings, progress: Any) -> dict[str, Any]:
-    target = folder / file.relpath
-    record_folder = target.parent
-    expected = file.sha256 or recorded_checksums(record_folder).get(target.name)
-    row = {"url": file.url, "path": str(target), "bytes": file.size}
-    if target.exists() and expected is not None:
-        actual = sha256_file(target)
-        if actual == expected:
-            return row | {"bytes": target.stat().st_size, "sha256": actual, "status": "cached"}
-        target.unlink()  # a damaged cache copy: fetch it again, held to the same checksum
-    with _bar(progress, target.name, file.size) as bar:
-        actual = download_to(file.url, target, expected, settings, bar)
-    if file.sha256 is None and expected is None:
-        record_checksum(record_folder, target.name, actual)
-    status = "downloaded, checksum recorded" if expected is None else "downloaded, checksum verified"
-    return row | {"bytes": target.stat().st_size, "sha256": actual, "status": status}
+def _fetch_file(file: RemoteFile, fs: Any, base: str, settings: FetchSettings, progress: Any) -> dict[str, Any]:
+    """One file into the cache: a verified copy is kept, anything else is downloaded and held to the record."""
+    target = posixpath.join(base, file.relpath)
+    folder, name = posixpath.split(target)
+    recorded = _read_record(fs, folder).get(name)
+    expected = file.sha256 or recorded
+    row = {"url": file.url, "file": file.relpath, "path": to_url(fs, target), "bytes": file.size}
+    if expected is not None and not settings.refresh and fs.exists(target):
+        cached = file_fingerprint(fs, target)
+        if cached["sha256"] == expected:
+            return row | {"bytes": cached["bytes"], "sha256": expected, "status": "cached"}
+        fs.rm(target)  # a damaged cache copy: fetch it again, held to the same checksum
+    held = file.sha256 if settings.refresh else expected  # a refresh accepts a new upstream file, not a bad one
+    with _bar(progress, name, file.size) as bar:
+        actual = place_download(file.url, fs, target, held, settings, bar)
+    if file.sha256 is None and actual != recorded:
+        _write_record(fs, folder, name, actual)
+    return row | {"bytes": fs.size(target), "sha256": actual, "status": _status(recorded, held, actual)}
 
 
-def _extracted(archive: Path) -> list[str]:
-    """The data files of a verified .zip, unpacked once beside it into ``<name>.d/`` (placed atomically)."""
-    out = archive.with_name(archive.name + ".d")
-    if not out.is_dir():
-        tmp = archive.with_name(f"{PART_PREFIX}{uuid.uuid4().hex[:8]}-{out.name}")
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                _safe_extract(zf, tmp, archive)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    members = sorted(str(p) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
-                     and "__MACOSX" not in p.parts)
+def _status(recorded: str | None, held: str | None, actual: str) -> str:
+    if held is not None or recorded == actual:
+        return "downloaded, checksum verified"
+    return "downloaded, checksum recorded" if recorded is None else "downloaded, changed checksum recorded"
+
+
+def _extracted(fs: Any, archive: str, digest: str) -> list[str]:
+    """The data files of a verified .zip, unpacked once beside it into ``<name>.d/`` (placed atomically).
+
+    The folder's ``.factost-extracted.json`` names the archive's sha256 and the members: an archive that a
+    refresh replaced is unpacked again, and on an object store the record is written last, after the members.
+    """
+    out = archive + ".d"
+    marker = posixpath.join(out, EXTRACTED_FILE)
+    if not fs.exists(marker) or read_json(fs, marker).get("sha256") != digest:
+        (_unpack_local if is_local(fs) else _unpack_remote)(fs, archive, out, digest)
+    return [to_url(fs, posixpath.join(out, m)) for m in read_json(fs, marker)["members"]]
+
+
+def _unpack_local(fs: Any, archive: str, out: str, digest: str) -> None:
+    """Unpack into a ``.part-`` folder beside ``out``, then rename it into place (an old unpacking is removed)."""
+    tmp = Path(archive).with_name(f"{PART_PREFIX}{uuid.uuid4().hex[:8]}-{posixpath.basename(out)}")
+    try:
+        _unpack(Path(archive), tmp, digest, to_url(fs, archive))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unpack_remote(fs: Any, archive: str, out: str, digest: str) -> None:
+    """Unpack a local copy of the archive, upload each member whole, then the record that makes them count."""
+    with tempfile.TemporaryDirectory(prefix="factost-unpack-") as tmp:
+        local = Path(tmp) / posixpath.basename(archive)
+        fs.get_file(archive, str(local))
+        members = _unpack(local, Path(tmp) / "d", digest, to_url(fs, archive))
+        if fs.exists(out):
+            fs.rm(out, recursive=True)  # an unpacking of an older archive: none of its files may stay
+        for member in members:
+            upload_file(Path(tmp) / "d" / member, fs, posixpath.join(out, member))
+        write_json_atomic(fs, posixpath.join(out, EXTRACTED_FILE), {"sha256": digest, "members": members})
+
+
+def _unpack(archive: Path, dest: Path, digest: str, label: str) -> list[str]:
+    """Extract ``archive`` into ``dest`` with its record; the data members (relative, sorted)."""
+    with zipfile.ZipFile(archive) as zf:
+        _safe_extract(zf, dest, label)
+    members = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()
+                     and not p.name.startswith(".") and "__MACOSX" not in p.parts)
     if not members:
-        raise ValueError(f"{archive}: the archive holds no data file")
+        raise ValueError(f"{label}: the archive holds no data file")
+    (dest / EXTRACTED_FILE).write_text(json.dumps({"sha256": digest, "members": members}, indent=2))
     return members
 
 
-def _safe_extract(zf: zipfile.ZipFile, dest: Path, archive: Path) -> None:
+def _safe_extract(zf: zipfile.ZipFile, dest: Path, label: str) -> None:
     """Unpack refusing members that would land outside ``dest`` (absolute paths, ``..``)."""
     root = dest.resolve()
     for member in zf.infolist():
         path = (dest / member.filename).resolve()
         if root not in path.parents and path != root:
-            raise ValueError(f"{archive}: member {member.filename!r} would be written outside the folder")
+            raise ValueError(f"{label}: member {member.filename!r} would be written outside the folder")
     zf.extractall(dest)
 
 

@@ -55,7 +55,7 @@ def input_label(item: dict[str, Any]) -> str:
     """An input as a short label: a version's ``dataset@id``, a file's URL."""
     if "version_id" in item:
         return f"{item.get('dataset', '?')}@{item['version_id']}"
-    return str(item.get("path") or item.get("url") or item)
+    return str(item.get("url") or item.get("path") or item)
 
 
 def list_datasets(root: str, storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -254,7 +254,7 @@ def fetch(
                                                    help="Fetch only this source (repeatable)")] = None,
     set_: SetOpt = None,
     profile: ProfileOpt = "local",
-    as_json: json_opt("files: source, url, path, bytes, sha256, status; sources: source, licence, "
+    as_json: json_opt("files: source, url, file, path, bytes, sha256, status; sources: source, licence, "
                       "expected_bytes, bytes, files, status") = False,
 ) -> Outcome:
     """Download the profile's https:// and hf:// sources into the cache (verified copies are kept); prints the cache.
@@ -280,7 +280,7 @@ def fetch(
             row = {"source": source.name, "licence": origin.licence if origin else None,
                    "expected_bytes": origin.size_bytes if origin else None}
             try:
-                _, got = fetch_source(source, prof.ingest, prof.storage.root, bars)
+                got = fetch_source(source, prof.ingest, prof.storage.root, prof.storage.options, bars).files
             except Exception as exc:  # noqa: BLE001 - one source's failure is reported; the others go on
                 failed[source.name] = _one_line(exc)
                 sources.append(row | {"bytes": None, "files": 0, "status": "failed"})

@@ -1,7 +1,8 @@
 """Downloads of public sources against a real HTTP server on 127.0.0.1, in the formats the publishers serve.
 
 A .tsf inside a .zip as Zenodo serves it, a ``datasets.save_to_disk`` folder behind a Hub-style API, an M4 csv
-pair; a server that drops the connection mid-file, one that serves a corrupted copy the second time, a 404.
+pair; a server that drops the connection mid-file, one that serves a corrupted copy the second time, a 404; a
+cache under an S3 storage root (moto server); versions that name the URL and its sha256, not the cache.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from corpus.fetch import fetch_source, select_sources
 from corpus.ingest import ingest_source
 from infra.fetch import (
     CHECKSUM_FILE,
+    EXTRACTED_FILE,
     ChecksumMismatchError,
     FetchSettings,
     RemoteNotFoundError,
@@ -47,7 +50,12 @@ def tsf_text() -> str:
     real = real_data_root() / "monash" / "m4_hourly_dataset.tsf"
     if real.exists():
         return real.read_text(encoding="latin-1")
-    rng = np.random.default_rng(3)
+    return small_tsf(3)
+
+
+def small_tsf(seed: int) -> str:
+    """A small valid .tsf of 12 hourly series, fixed-seed values."""
+    rng = np.random.default_rng(seed)
     rows = [f"T{k}:2015-01-01 00-00-00:" + ",".join(f"{v:.3f}" for v in rng.normal(50, 5, 30 + k))
             for k in range(12)]
     header = ["# generated in the Monash layout", "@relation small", "@attribute series_name string",
@@ -136,6 +144,13 @@ def test_hf_dataset_folder_is_listed_through_the_hub_api_and_ingested(
         np.testing.assert_array_equal(got[f"lotsa_mini/{key}"], np.asarray(values, dtype=np.float32))
     shards = sorted(p.name for p in (tmp_path / "cache" / "lotsa_mini" / "mini").glob("*.arrow"))
     assert shards == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
+    inputs = result.version.manifest["inputs"]  # the hf:// URL as configured, each file under it, its sha256
+    written = sorted((tmp_path / "written").iterdir())
+    assert [(i["url"], i["file"], i["sha256"]) for i in inputs] == [
+        ("hf://datasets/Salesforce/lotsa_data/mini", f"mini/{f.name}", hashlib.sha256(f.read_bytes()).hexdigest())
+        for f in written]
+    resolve = f"/datasets/Salesforce/lotsa_data/resolve/main/mini/{written[0].name}"
+    assert inputs[0]["download_url"] == server.url(resolve)
 
     arrow = "/datasets/Salesforce/lotsa_data/resolve/main/mini/data-00000-of-00002.arrow"
     (tmp_path / "cache" / "lotsa_mini" / "mini" / "data-00000-of-00002.arrow").unlink()
@@ -190,7 +205,7 @@ def test_a_corrupted_second_download_is_refused_and_nothing_is_ingested(server: 
     url = server.add("/records/1/files/set.zip", zipped("set.tsf", text), corrupt_after=1)
     source = SourceConfig(name="zen", kind="tsf", paths=[url])
     cfg = ingest_cfg(tmp_path)
-    _, rows = fetch_source(source, cfg, str(tmp_path / "root"))  # first download: its sha256 is recorded
+    rows = fetch_source(source, cfg, str(tmp_path / "root")).files  # first download: its sha256 is recorded
     assert rows[0]["status"] == "downloaded, checksum recorded"
     cached = tmp_path / "cache" / "zen" / "set.zip"
     cached.unlink()  # the cache is lost; the server now serves a damaged copy
@@ -286,3 +301,120 @@ def test_select_sources_keeps_profile_order() -> None:
     assert [s.name for s in select_sources(sources, ["c", "a"])] == ["a", "c"]
     with pytest.raises(ValueError, match="unknown source 'z'; known: a, b, c"):
         select_sources(sources, ["z"])
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_an_s3_root_holds_the_cache_and_ingest_reads_it_from_there(
+    server: FileServer, s3_bucket: tuple[str, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    root, opts = s3_bucket
+    monkeypatch.setenv("FACTOST_CACHE", str(tmp_path / "user-cache"))  # where a machine-local cache would go
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # local temporaries of this process only
+    (tmp_path / "tmp").mkdir()
+    text = small_tsf(11)
+    body = zipped("seven.tsf", text)
+    url = server.add("/records/7/files/seven.zip", body)
+    source = SourceConfig(name="seven", kind="tsf", paths=[url])
+    cfg = IngestConfig(fetch=FAST)
+
+    result = ingest_source(source, cfg, root, opts)
+    base = f"{root}/downloads/seven"
+    fs = s3fs.S3FileSystem(**opts)
+    assert fs.cat_file(f"{base}/seven.zip") == body
+    assert json.loads(fs.cat_file(f"{base}/{CHECKSUM_FILE}")) == {"seven.zip": sha(body)}
+    assert fs.cat_file(f"{base}/seven.zip.d/seven.tsf").decode("latin-1") == text
+    assert json.loads(fs.cat_file(f"{base}/seven.zip.d/{EXTRACTED_FILE}")) == {"sha256": sha(body),
+                                                                              "members": ["seven.tsf"]}
+    assert not [key for key in fs.find(base) if ".part-" in key]  # nothing partial was left on S3
+    assert not (tmp_path / "user-cache").exists() and list((tmp_path / "tmp").iterdir()) == []
+    got = targets(result.version)
+    expected = tsf_rows(text)
+    assert len(got) == len(expected) == result.stats["series"]
+    for name, values in expected:
+        np.testing.assert_array_equal(got[f"seven/{name}"], values.astype(np.float32))
+    assert result.version.manifest["inputs"] == [{"url": url, "file": "seven.zip", "bytes": len(body),
+                                                  "sha256": sha(body), "path": f"{base}/seven.zip"}]
+
+    s3fs.S3FileSystem.clear_instance_cache()  # another machine: nothing known but what is on S3
+    again = fetch_source(source, cfg, root, opts)
+    assert [f["status"] for f in again.files] == ["cached"]
+    assert again.source.paths == [f"{base}/seven.zip.d/seven.tsf"]
+    assert len(server.requests_for("/records/7/files/seven.zip")) == 1  # found and verified, not downloaded
+    assert ingest_source(source, cfg, root, opts).version.url == result.version.url
+
+
+def test_a_download_on_s3_that_fails_its_checksum_leaves_nothing_there(
+    server: FileServer, s3_bucket: tuple[str, dict], tmp_path: Path
+) -> None:
+    import s3fs
+
+    root, opts = s3_bucket
+    url = server.add("/records/6/files/six.zip", zipped("six.tsf", small_tsf(6)), corrupt_after=1)
+    source = SourceConfig(name="six", kind="tsf", paths=[url])
+    cfg = IngestConfig(fetch=FAST)
+    recorded = fetch_source(source, cfg, root, opts).files[0]["sha256"]
+    fs = s3fs.S3FileSystem(**opts)
+    base = f"{root}/downloads/six"
+    fs.rm(f"{base}/six.zip")  # the cached copy is lost; the server now serves a damaged one
+
+    with pytest.raises(ChecksumMismatchError, match=rf"{base}/six.zip: sha256 does not match: expected {recorded}"):
+        ingest_source(source, cfg, root, opts)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{base}/six.zip") and not [key for key in fs.find(base) if ".part-" in key]
+    assert list_versions(root, "corpus/six", opts) == []
+
+
+def test_a_version_names_the_url_and_its_id_does_not_depend_on_the_cache(server: FileServer, tmp_path: Path) -> None:
+    old = zipped("eight.tsf", small_tsf(8))
+    url = server.add("/records/8/files/eight.zip", old)
+    source = SourceConfig(name="eight", kind="tsf", paths=[url])
+    cfg_a, root_a = ingest_cfg(tmp_path / "a"), str(tmp_path / "a" / "root")
+
+    first = ingest_source(source, cfg_a, root_a)
+    second = ingest_source(source, ingest_cfg(tmp_path / "b"), str(tmp_path / "b" / "root"))
+    third = ingest_source(source, IngestConfig(fetch=FAST), str(tmp_path / "c" / "root"))  # the cache under the root
+    assert first.version.version_id == second.version.version_id == third.version.version_id
+    assert (tmp_path / "c" / "root" / "downloads" / "eight" / "eight.zip").read_bytes() == old
+    manifest = first.version.manifest
+    assert manifest["config"]["source"]["paths"] == [url]
+    assert manifest["inputs"] == [{"url": url, "file": "eight.zip", "bytes": len(old), "sha256": sha(old),
+                                   "path": str(tmp_path / "a" / "cache" / "eight" / "eight.zip")}]
+    assert third.version.manifest["inputs"][0]["path"] == str(tmp_path / "c" / "root" / "downloads" / "eight" /
+                                                               "eight.zip")
+
+    new_text = small_tsf(9)
+    new = zipped("eight.tsf", new_text)
+    server.add("/records/8/files/eight.zip", new)  # the publisher changed the file under the same URL
+    kept = ingest_source(source, cfg_a, root_a)  # the verified copy is what the corpus is made of
+    assert kept.reused and kept.version.url == first.version.url
+    assert len(server.requests_for("/records/8/files/eight.zip")) == 3
+    (tmp_path / "a" / "cache" / "eight" / "eight.zip").unlink()
+    with pytest.raises(ChecksumMismatchError, match=f"expected {sha(old)}, got {sha(new)}"):
+        ingest_source(source, cfg_a, root_a)
+    assert [v.version_id for v in list_versions(root_a, "corpus/eight")] == [first.version.version_id]
+
+    refreshed = ingest_source(source, ingest_cfg(tmp_path / "a", refresh=True), root_a)  # the user accepts it
+    assert refreshed.version.version_id != first.version.version_id
+    assert refreshed.version.manifest["inputs"][0]["sha256"] == sha(new)
+    record = json.loads((tmp_path / "a" / "cache" / "eight" / CHECKSUM_FILE).read_text())
+    assert record == {"eight.zip": sha(new)}
+    got = targets(refreshed.version)  # read from the new archive, unpacked again
+    for name, values in tsf_rows(new_text):
+        np.testing.assert_array_equal(got[f"eight/{name}"], values.astype(np.float32))
+    fresh = ingest_source(source, ingest_cfg(tmp_path / "d"), str(tmp_path / "d" / "root"))
+    assert fresh.version.version_id == refreshed.version.version_id  # same URL, same content: same id anywhere
+
+
+def test_a_refresh_downloads_again_and_keeps_an_unchanged_checksum(server: FileServer, tmp_path: Path) -> None:
+    body = zipped("nine.tsf", small_tsf(10))
+    url = server.add("/records/10/files/nine.zip", body)
+    statuses = [fetch_input(url, tmp_path / "cache", FAST.model_copy(update={"refresh": refresh})).files[0]["status"]
+                for refresh in (False, False, True)]
+    assert statuses == ["downloaded, checksum recorded", "cached", "downloaded, checksum verified"]
+    assert len(server.requests_for("/records/10/files/nine.zip")) == 2
+    assert json.loads((tmp_path / "cache" / CHECKSUM_FILE).read_text()) == {"nine.zip": sha(body)}
