@@ -181,10 +181,10 @@ def build_dataset(
     paths = [pyarrow_filesystem(u, version.storage_options)[1] for u in version.part_urls]
     spec = WindowSpec.from_config(cfg)
     shuffle = FileShuffleConfig(seed=cfg.seed * FILE_SHUFFLE_STREAM) if cfg.data.shuffle_files else None
-    # Ray 2.60's default Parquet reader (datasource V2) spends ~3 s in a ListFiles task per execution here, even
-    # for two local files; the V1 reader lists on the driver and starts reading at once (0.4 s). One read serves
-    # every epoch: a read_parquet call costs ~1 s of driver-side metadata sampling, and an epoch differs from the
-    # last by its windows (the rng is seeded with the epoch), not by its file order.
+    # Ray 2.60's default Parquet reader (datasource V2) spends seconds in a ListFiles task per execution, even
+    # for two local files; the V1 reader lists on the driver and starts reading at once (docs/benchmarks/pretrain.md
+    # has the figures). One read serves every epoch: each read_parquet call pays driver-side metadata sampling,
+    # and an epoch differs from the last by its windows (the rng is seeded with the epoch), not by its file order.
     saved, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
         rows = ray.data.read_parquet(
