@@ -7,12 +7,14 @@ tokens/s and ETA reach the flow-run log and a progress artifact (``training.metr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 
-from infra.storage import join
 from training.config import PretrainConfig
+
+if TYPE_CHECKING:  # the trainer pulls in Ray Train and torch: imported when a task runs
+    from training.trainer import PretrainResult
 
 
 @task(name="pretrain-utp")
@@ -26,16 +28,16 @@ def pretrain_task(
     ray_num_cpus: int | None = None,
     progress: bool = True,
     tracking: Any = None,
-) -> str:
-    """Pretrain (or resume, or reuse a finished run) and return the final checkpoint folder's URL."""
+) -> PretrainResult:
+    """Pretrain (or resume, or reuse a finished run); the result names the final checkpoint folder and the run."""
     from training.trainer import pretrain
 
-    url = pretrain(
+    result = pretrain(
         corpus_url, cfg, out_root, run_name=run_name, storage_options=storage_options, ray_address=ray_address,
         progress=progress, ray_num_cpus=ray_num_cpus, tracking=tracking,
     )
-    get_run_logger().info("backbone checkpoint: %s", url)
-    return url
+    get_run_logger().info("backbone checkpoint: %s", result.checkpoint_url)
+    return result
 
 
 def run_summary(final_url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,14 +45,12 @@ def run_summary(final_url: str, storage_options: dict[str, Any] | None = None) -
     from training.metrics import count_restarts, read_metrics, step_records
     from training.trainer import RunPaths
 
-    # final_url = {out_root}/checkpoints/{run_name}/final
-    run_name = final_url.rstrip("/").rsplit("/", 2)[-2]
-    out_root = final_url.rstrip("/").rsplit("/", 3)[0]
-    lines = read_metrics(RunPaths.make(out_root, run_name).metrics_url, storage_options)
+    paths = RunPaths.from_checkpoint(final_url)
+    lines = read_metrics(paths.metrics_url, storage_options)
     records = step_records(lines)
     tail = records[-min(len(records), 10):]
     return {
-        "run": run_name,
+        "run": paths.run_name,
         "steps": records[-1]["step"] if records else 0,
         "final loss (mean of last 10)": sum(r["loss"] for r in tail) / len(tail) if tail else float("nan"),
         "tokens/s (mean of last 10)": sum(r["tokens_per_s"] for r in tail) / len(tail) if tail else float("nan"),
@@ -70,12 +70,12 @@ def pretrain_flow(
     ray_num_cpus: int | None = None,
     progress: bool = True,
     tracking: Any = None,
-) -> str:
-    """UTP pretraining as a flow: returns the backbone checkpoint URL (``save_pretrained`` folder)."""
-    url = pretrain_task(corpus_url, cfg, out_root, run_name, storage_options, ray_address, ray_num_cpus, progress,
-                        tracking)
-    pretrain_artifacts(url, storage_options)
-    return url
+) -> PretrainResult:
+    """UTP pretraining as a flow: returns the run and its backbone checkpoint URL (``save_pretrained`` folder)."""
+    result = pretrain_task(corpus_url, cfg, out_root, run_name, storage_options, ray_address, ray_num_cpus, progress,
+                           tracking)
+    pretrain_artifacts(result.checkpoint_url, storage_options)
+    return result
 
 
 def pretrain_artifacts(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -90,4 +90,6 @@ def pretrain_artifacts(url: str, storage_options: dict[str, Any] | None = None) 
 
 def default_checkpoint_url(out_root: str, run_name: str) -> str:
     """Where ``pretrain`` puts a run's final backbone (for flows that chain on a known run name)."""
-    return join(out_root, "checkpoints", run_name, "final")
+    from training.trainer import RunPaths
+
+    return RunPaths.make(out_root, run_name).final_url

@@ -250,10 +250,6 @@ class FirstInBackground:
         return next(self._it)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Ray Train worker function
-
-
 @dataclass(frozen=True)
 class LoopSettings:
     """What the driver hands to every worker besides the PretrainConfig (plain data: it is pickled)."""
@@ -316,97 +312,146 @@ def stream_skip(state: dict[str, Any], settings: LoopSettings, rank: int, world:
     return int(counts[rank])
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: build the engine, resume if a checkpoint exists, train to ``cfg.steps``."""
-    import deepspeed
-    import ray.train
-    import ray.train.torch
+@dataclass(frozen=True)
+class WorkerStart:
+    """Where a worker starts: the step, the data position, the restored checkpoint's folder and its own skip."""
 
-    from training.deepspeed_config import build_ds_config, prepare_deepspeed_environment
-    from training.io import save_pretrained
-    from training.metrics import MetricsWriter
+    step: int
+    position: DataPosition
+    directory: str | None = None  # the checkpoint, downloaded; None on a fresh start
+    skip_first: int | None = None  # windows of its own stream to skip (see ``stream_skip``)
 
-    cfg = PretrainConfig.model_validate(config["cfg"])
-    settings = LoopSettings(**config["settings"])
-    # DeepSpeed's ZeRO calls a deprecated torch collective every step; one warning per step drowns the log.
-    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    prepare_deepspeed_environment(cfg.use_gpu)
-    _set_torch_threads(cfg)
-    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+    @property
+    def resumed(self) -> bool:
+        return self.directory is not None
 
-    schedule = WSDSchedule.from_config(cfg)
-    stack = contextlib.ExitStack()
-    start_step, position, directory = 0, DataPosition(settings.dataset_start_epoch, 0), None
-    skip_first: int | None = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        directory = stack.enter_context(checkpoint.as_directory())  # downloaded once, loaded below
-        state = _read_state(directory)
-        start_step = int(state["step"])
-        position = DataPosition(**state["data"])
-        if position.epoch < settings.dataset_start_epoch:
-            log.warning("checkpoint data position %s precedes the dataset's first epoch %d; starting there",
-                        position, settings.dataset_start_epoch)
-            position = DataPosition(settings.dataset_start_epoch, 0)
-        skip_first = stream_skip(state, settings, rank, world)
-        log.info("rank %d resuming at step %d (lr %.3g, data %s, own stream skip %s)", rank, start_step,
-                 schedule(start_step), position, skip_first)
-    writer = None
-    if rank == 0:  # first thing after the checkpoint: a restart is on record even if this attempt dies early
-        writer = MetricsWriter(settings.metrics_url, settings.storage_options,
-                               resume_step=start_step if checkpoint is not None else None, launch=settings.launch_id)
 
-    shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+def worker_start(
+    checkpoint: Any, settings: LoopSettings, schedule: WSDSchedule, rank: int, world: int,
+    stack: contextlib.ExitStack,
+) -> WorkerStart:
+    """The start of a fresh run, or the step and data position of Ray Train's checkpoint (held open in ``stack``)."""
+    if checkpoint is None:
+        return WorkerStart(0, DataPosition(settings.dataset_start_epoch, 0))
+    directory = stack.enter_context(checkpoint.as_directory())  # downloaded once, loaded into the engine later
+    state = _read_state(directory)
+    start_step = int(state["step"])
+    position = DataPosition(**state["data"])
+    if position.epoch < settings.dataset_start_epoch:
+        log.warning("checkpoint data position %s precedes the dataset's first epoch %d; starting there",
+                    position, settings.dataset_start_epoch)
+        position = DataPosition(settings.dataset_start_epoch, 0)
+    skip_first = stream_skip(state, settings, rank, world)
+    log.info("rank %d resuming at step %d (lr %.3g, data %s, own stream skip %s)", rank, start_step,
+             schedule(start_step), position, skip_first)
+    return WorkerStart(start_step, position, directory, skip_first)
+
+
+def worker_batches(
+    shard: Any, cfg: PretrainConfig, settings: LoopSettings, start: WorkerStart, rank: int, world: int
+) -> ExactBatches:
+    """This worker's exact batches from its Ray Data shard, positioned where ``start`` says."""
     torch_batches = shard.iter_torch_batches(
         batch_size=cfg.per_worker_batch,
         prefetch_batches=cfg.data.prefetch_batches,
         local_shuffle_buffer_size=cfg.data.shuffle_buffer_rows or None,
-        local_shuffle_seed=(cfg.seed + 7919 * rank + 104729 * start_step) if cfg.data.shuffle_buffer_rows else None,
+        local_shuffle_seed=(cfg.seed + 7919 * rank + 104729 * start.step) if cfg.data.shuffle_buffer_rows else None,
         drop_last=False,
         device="cpu",  # ExactBatches counts epochs on the host; run_step moves the batch to the device
         pin_memory=cfg.use_gpu,
     )
-    if skip_first is not None:
-        batches = ExactBatches(torch_batches, cfg.per_worker_batch, settings.dataset_start_epoch, 0, skip_first)
-    else:
-        batches = ExactBatches(torch_batches, cfg.per_worker_batch, position.epoch,
-                               position.windows_into_epoch // world)
-    stream = FirstInBackground(batches)  # the pipeline starts up while DeepSpeed initialises
+    if start.skip_first is not None:
+        return ExactBatches(torch_batches, cfg.per_worker_batch, settings.dataset_start_epoch, 0, start.skip_first)
+    return ExactBatches(torch_batches, cfg.per_worker_batch, start.position.epoch,
+                        start.position.windows_into_epoch // world)
+
+
+def build_engine(cfg: PretrainConfig, schedule: WSDSchedule, world: int, device: torch.device) -> Any:
+    """The DeepSpeed engine around a freshly initialised backbone (the same weights on every rank)."""
+    import deepspeed
+
+    from training.deepspeed_config import build_ds_config
 
     torch.manual_seed(cfg.seed)  # identical init everywhere (DeepSpeed also broadcasts rank 0's weights)
     model = FactoSTBackbone(cfg.backbone_config()).to(device)
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=make_optimizer(model, cfg, schedule(0)), config=build_ds_config(cfg, world)
     )
-    backend = DeepSpeedBackend(engine, cfg, device)
-    with stack:
-        if directory is not None:
-            engine.load_checkpoint(directory, tag=DS_TAG, load_lr_scheduler_states=False)
-    log.info("rank %d/%d: DeepSpeed engine ready (ZeRO %d, %s)", rank, world, cfg.zero_stage, device)
+    return engine
 
-    def save(step_done: int, metrics: dict[str, Any]) -> None:
-        per_rank = _gather(dict(batches.passed))
+
+class StepLogger:
+    """Rank 0's step records: appended every step, flushed every ``log_every`` steps with a data-stall warning.
+
+    Without a writer (ranks > 0) it only builds the records, which every rank reports with its checkpoints.
+    """
+
+    def __init__(self, writer: Any, cfg: PretrainConfig, start_step: int) -> None:
+        self.writer, self.cfg, self.start_step = writer, cfg, start_step
+        self.window_wait = self.window_time = 0.0
+
+    def record(self, res: StepResult) -> dict[str, Any]:
+        self.window_wait += res.data_wait_s
+        self.window_time += res.step_time_s
+        rec = res.record()
+        if self.writer is None:
+            return rec
+        self.writer.append(rec)
+        if res.step % self.cfg.log_every == 0 or res.step == self.cfg.steps:
+            self.writer.flush()
+            share = self.window_wait / max(self.window_time, 1e-9)
+            if share > self.cfg.data.stall_warn_ratio and res.step > self.start_step + self.cfg.log_every:
+                log.warning("data loader stalls training: %.0f%% of step time spent waiting for batches", 100 * share)
+            self.window_wait = self.window_time = 0.0
+        return rec
+
+
+class Checkpointer:
+    """Every ``checkpoint_every`` steps and at the end: every rank's DeepSpeed state, rank 0's ``model/`` and
+    ``train_state.json`` (step, combined data position, each rank's stream count), reported to Ray Train."""
+
+    def __init__(
+        self, engine: Any, batches: ExactBatches, schedule: WSDSchedule, cfg: PretrainConfig,
+        settings: LoopSettings, rank: int, world: int, writer: Any,
+    ) -> None:
+        self.engine, self.batches, self.schedule, self.cfg = engine, batches, schedule, cfg
+        self.settings, self.rank, self.world, self.writer = settings, rank, world, writer
+
+    def due(self, step_done: int) -> bool:
+        return step_done % self.cfg.checkpoint_every == 0 or step_done == self.cfg.steps
+
+    def train_state(self, step_done: int, per_rank: list[dict[int, int]], pos: DataPosition) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT, "step": step_done, "data": pos.to_dict(), "world_size": self.world,
+            "next_lr": self.schedule(step_done) if step_done < self.cfg.steps else None,
+            "run_name": self.settings.run_name, "launch_id": self.settings.launch_id,
+            "stream_windows": [sum(c.values()) for c in per_rank],
+        }
+
+    def save(self, step_done: int, metrics: dict[str, Any]) -> None:
+        import ray.train
+
+        from training.io import save_pretrained
+
+        per_rank = _gather(dict(self.batches.passed))
         pos = DataPosition.combine(per_rank)
         with tempfile.TemporaryDirectory(prefix="utp-ckpt-") as tmp:
-            engine.save_checkpoint(tmp, tag=DS_TAG)
-            if rank == 0:
-                save_pretrained(engine.module, os.path.join(tmp, MODEL_DIR))
-                state = {
-                    "format": STATE_FORMAT, "step": step_done, "data": pos.to_dict(), "world_size": world,
-                    "next_lr": schedule(step_done) if step_done < cfg.steps else None, "run_name": settings.run_name,
-                    "launch_id": settings.launch_id, "stream_windows": [sum(c.values()) for c in per_rank],
-                }
-                Path(tmp, STATE_NAME).write_text(json.dumps(state, indent=2))
-                writer.flush()
+            self.engine.save_checkpoint(tmp, tag=DS_TAG)
+            if self.rank == 0:
+                save_pretrained(self.engine.module, os.path.join(tmp, MODEL_DIR))
+                Path(tmp, STATE_NAME).write_text(json.dumps(self.train_state(step_done, per_rank, pos), indent=2))
+                self.writer.flush()
             report = {**metrics, "step": step_done, "data_epoch": pos.epoch,
                       "data_windows_into_epoch": pos.windows_into_epoch}
             ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
+
+def train_steps(
+    backend: DeepSpeedBackend, stream: Iterator[dict[str, Any]], start_step: int, cfg: PretrainConfig,
+    schedule: WSDSchedule, device: torch.device, rank: int, steps_log: StepLogger, checkpointer: Checkpointer,
+) -> None:
+    """Steps ``start_step..cfg.steps``: one update per batch, its record logged, checkpoints when due."""
     patch = cfg.backbone_config().patch_size
-    window_wait = window_time = 0.0
-    last: dict[str, Any] = {}
     t_prev = time.perf_counter()
     for step in range(start_step, cfg.steps):
         batch = next(stream, None)
@@ -421,28 +466,53 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss, lr, n_fut = run_step(backend, batch, step, cfg, schedule, device, reduce_loss=_mean_across_ranks)
         now = time.perf_counter()
         dt, t_prev = now - t_prev, now
-        window_wait += t_data
-        window_time += dt
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {step + 1}; lower lr or check the corpus")
-        res = StepResult(
+        last = steps_log.record(StepResult(
             step=step + 1, loss=loss, lr=lr, future_patches=n_fut, step_time_s=dt, data_wait_s=t_data,
             samples=cfg.batch_size, tokens=cfg.batch_size * tokens_per_sample(cfg.context_length, patch, n_fut),
             epoch=int(batch["epoch"].min()),
-        )
-        last = res.record()
-        if writer is not None:
-            writer.append(last)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                writer.flush()
-                share = window_wait / max(window_time, 1e-9)
-                if share > cfg.data.stall_warn_ratio and step + 1 > start_step + cfg.log_every:
-                    log.warning("data loader stalls training: %.0f%% of step time spent waiting for batches",
-                                100 * share)
-                window_wait = window_time = 0.0
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save(step + 1, {k: v for k, v in last.items() if isinstance(v, int | float)})
+        ))
+        if checkpointer.due(step + 1):
+            checkpointer.save(step + 1, {k: v for k, v in last.items() if isinstance(v, int | float)})
             t_prev = time.perf_counter()  # checkpoint time is not data wait
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: build the engine, resume if a checkpoint exists, train to ``cfg.steps``."""
+    import ray.train
+    import ray.train.torch
+
+    from training.deepspeed_config import prepare_deepspeed_environment
+    from training.metrics import MetricsWriter
+
+    cfg = PretrainConfig.model_validate(config["cfg"])
+    settings = LoopSettings(**config["settings"])
+    # DeepSpeed's ZeRO calls a deprecated torch collective every step; one warning per step drowns the log.
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    prepare_deepspeed_environment(cfg.use_gpu)
+    _set_torch_threads(cfg)
+    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+
+    schedule = WSDSchedule.from_config(cfg)
+    stack = contextlib.ExitStack()
+    start = worker_start(ray.train.get_checkpoint(), settings, schedule, rank, world, stack)
+    writer = None
+    if rank == 0:  # first thing after the checkpoint: a restart is on record even if this attempt dies early
+        writer = MetricsWriter(settings.metrics_url, settings.storage_options,
+                               resume_step=start.step if start.resumed else None, launch=settings.launch_id)
+    batches = worker_batches(ray.train.get_dataset_shard(TRAIN_DATASET), cfg, settings, start, rank, world)
+    stream = FirstInBackground(batches)  # the pipeline starts up while DeepSpeed initialises
+    engine = build_engine(cfg, schedule, world, device)
+    with stack:
+        if start.directory is not None:
+            engine.load_checkpoint(start.directory, tag=DS_TAG, load_lr_scheduler_states=False)
+    log.info("rank %d/%d: DeepSpeed engine ready (ZeRO %d, %s)", rank, world, cfg.zero_stage, device)
+    checkpointer = Checkpointer(engine, batches, schedule, cfg, settings, rank, world, writer)
+    train_steps(DeepSpeedBackend(engine, cfg, device), stream, start.step, cfg, schedule, device, rank,
+                StepLogger(writer, cfg, start.step), checkpointer)
     if writer is not None:
         writer.close()
 

@@ -40,8 +40,14 @@ log = logging.getLogger(__name__)
 RAY_SNAPSHOT_NAME = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of registered checkpoints
 
 
+CHECKPOINTS_FOLDER = "checkpoints"
+FINAL_FOLDER = "final"
+
+
 @dataclass(frozen=True)
 class RunPaths:
+    """Where a pretraining run's files are (see the module docstring); the one place that knows the layout."""
+
     run_url: str
     config_url: str
     metrics_url: str
@@ -49,11 +55,13 @@ class RunPaths:
     checkpoints_root: str
     ray_run_url: str
     final_url: str
+    run_name: str = ""
+    out_root: str = ""
 
     @classmethod
     def make(cls, out_root: str, run_name: str) -> RunPaths:
         run_url = join(out_root, "runs", "pretrain", run_name)
-        checkpoints_root = join(out_root, "checkpoints")
+        checkpoints_root = join(out_root, CHECKPOINTS_FOLDER)
         return cls(
             run_url=run_url,
             config_url=join(run_url, "config.json"),
@@ -61,8 +69,38 @@ class RunPaths:
             loss_curve_url=join(run_url, "loss_curve.png"),
             checkpoints_root=checkpoints_root,
             ray_run_url=join(checkpoints_root, run_name),
-            final_url=join(checkpoints_root, run_name, "final"),
+            final_url=join(checkpoints_root, run_name, FINAL_FOLDER),
+            run_name=run_name,
+            out_root=out_root,
         )
+
+    @classmethod
+    def from_checkpoint(cls, final_url: str) -> RunPaths:
+        """The run whose final backbone is ``final_url`` (``{out_root}/checkpoints/{run_name}/final``)."""
+        head, run_name, final = final_url.rstrip("/").rsplit("/", 2) if final_url.count("/") >= 2 else ("", "", "")
+        out_root, _, folder = head.rpartition("/")
+        if final != FINAL_FOLDER or folder != CHECKPOINTS_FOLDER or not run_name or not out_root:
+            raise ValueError(f"{final_url}: not a pretraining run's final checkpoint "
+                             f"(expected {{out_root}}/{CHECKPOINTS_FOLDER}/{{run_name}}/{FINAL_FOLDER})")
+        return cls.make(out_root, run_name)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What ``pretrain`` made: the final backbone's URL, the run's name and folders, and whether it trained."""
+
+    checkpoint_url: str
+    run_name: str
+    paths: RunPaths
+    trained: bool  # False: the run was already finished (its final/ is returned as it was)
+
+    @property
+    def metrics_url(self) -> str:
+        return self.paths.metrics_url
+
+    @property
+    def run_url(self) -> str:
+        return self.paths.run_url
 
 
 def default_run_name(corpus_version_id: str, cfg: PretrainConfig) -> str:
@@ -164,8 +202,9 @@ def pretrain(
     progress: bool = True,
     ray_num_cpus: int | None = None,
     tracking: Any = None,
-) -> str:
-    """Pretrain the UTP backbone on a training corpus version with Ray Train + DeepSpeed; returns ``final/``'s URL.
+) -> PretrainResult:
+    """Pretrain the UTP backbone on a training corpus version with Ray Train + DeepSpeed; returns the final
+    backbone's URL (``final/``) with the run's name and folders.
 
     ``cfg.num_workers`` Ray Train workers (CPU/gloo or GPU/NCCL) each run ``train_loop_per_worker``; the corpus
     streams through Ray Data. ``ray_address`` (else ``RAY_ADDRESS``) joins a cluster; by default a local Ray is
@@ -173,43 +212,23 @@ def pretrain(
     at the end. Rerunning with the same ``run_name`` resumes. The step metrics are mirrored as the profile's
     ``tracking`` section asks (TensorBoard events in ``runs/pretrain/{run_name}/tensorboard`` by default).
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     version = open_corpus(corpus_url, storage_options)
     run_name = run_name or default_run_name(version.version_id, cfg)
     if "/" in run_name or not run_name.strip():
         raise ValueError(f"run_name {run_name!r} must be a non-empty name without '/'")
     paths = RunPaths.make(out_root, run_name)
     record = _run_record(cfg, version.url, version.version_id, run_name)
-    fs, config_path = filesystem(paths.config_url, storage_options)
-    if fs.exists(config_path):
-        _check_same_run(read_json(fs, config_path), record, paths.config_url)
-        if _final_done(paths, storage_options):
-            log.info("run %s is finished: %s", run_name, paths.final_url)
-            return paths.final_url
-        write_json_atomic(fs, config_path, record)  # the resume-safe settings now in force
-    else:
-        fs.makedirs(posixpath.dirname(config_path), exist_ok=True)
-        write_json_atomic(fs, config_path, record)
-
+    if _record_run(paths, record, storage_options):
+        log.info("run %s is finished: %s", run_name, paths.final_url)
+        return PretrainResult(paths.final_url, run_name, paths, trained=False)
     resume = latest_checkpoint(paths, storage_options)
     if resume is not None and resume.step >= cfg.steps:
         url = _export_final(paths, resume.checkpoint_dir, storage_options)
         _write_curve(paths, storage_options)
-        return url
-
-    acceptance = window_acceptance(version, cfg)
-    if acceptance <= 0:
-        raise ValueError(
-            f"{corpus_url}: no usable window in the corpus's first rows (need {cfg.context_length}+ points with "
-            f">= {cfg.min_observed:.0%} observed); check the corpus or lower context_length/min_observed"
-        )
+        return PretrainResult(url, run_name, paths, trained=False)
     start_step = resume.step if resume else 0
     position = resume.position if resume else DataPosition()
-    windows_needed = (cfg.steps - start_step) * cfg.batch_size + position.windows_into_epoch
-    num_epochs = planned_epochs(version.num_rows, acceptance, cfg, windows_needed)
-
+    num_epochs = _epochs_needed(version, cfg, corpus_url, start_step, position)
     address = ray_address if ray_address is not None else os.environ.get("RAY_ADDRESS")
     if address and address not in LOCAL_ADDRESSES and "://" not in out_root:
         log.warning("out_root %s is a local path on a Ray cluster: every node must see it (shared filesystem); "
@@ -219,52 +238,98 @@ def pretrain(
     handle = ensure_ray(ray_address, num_cpus=ray_num_cpus, env_vars=env_vars, log_to_driver=False)
     try:
         dataset = build_dataset(version, cfg, position.epoch, num_epochs)
-        storage_fs, storage_path = pyarrow_filesystem(paths.checkpoints_root, storage_options)
-        ingest = DataConfig.default_ingest_options()
-        ingest.preserve_order = True  # the window sequence, hence the data position, is deterministic
-        settings = LoopSettings(
-            metrics_url=paths.metrics_url, storage_options=dict(storage_options or {}),
-            dataset_start_epoch=position.epoch, run_name=run_name, launch_id=uuid.uuid4().hex,
-        )
-        resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"cfg": cfg.model_dump(mode="json"), "settings": settings.__dict__},
-            scaling_config=ScalingConfig(
-                num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
-            ),
-            run_config=RunConfig(
-                name=run_name,
-                storage_path=storage_path,
-                storage_filesystem=storage_fs,
-                failure_config=FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-                worker_runtime_env={"env_vars": env_vars},
-            ),
-            datasets={TRAIN_DATASET: dataset},
-            dataset_config=DataConfig(execution_options=ingest),
-        )
-        sinks = open_sinks(tracking, paths.run_url, run_name, record, storage_options)
-        follower = ProgressFollower(
-            paths.metrics_url, storage_options, cfg.steps, start_step, cfg.log_every, cfg.data.stall_warn_ratio,
-            show=progress, listeners=[lambda rec: sinks.scalars(int(rec["step"]), pretrain_scalars(rec))],
-        )
-        try:
-            with follower:
-                result = trainer.fit()
-        finally:
-            sinks.close()
-        if result.error is not None:
-            raise RuntimeError(f"pretraining run {run_name!r} failed: {result.error}") from result.error
-        if result.checkpoint is None:
-            raise RuntimeError(f"pretraining run {run_name!r} ended without a checkpoint")
-        checkpoint_dir = posixpath.basename(result.checkpoint.path.rstrip("/"))
+        trainer = _make_trainer(cfg, paths, dataset, position, env_vars, storage_options)
+        checkpoint_dir = _fit(trainer, cfg, paths, record, start_step, storage_options, progress, tracking)
         _log_restarts(paths, storage_options, cfg.max_failures)
         url = _export_final(paths, checkpoint_dir, storage_options)
     finally:
         shutdown_ray(handle)
     _write_curve(paths, storage_options)
-    return url
+    return PretrainResult(url, run_name, paths, trained=True)
+
+
+def _record_run(paths: RunPaths, record: dict[str, Any], storage_options: dict[str, Any] | None) -> bool:
+    """Write the run's ``config.json`` (an existing run must be the same run); True when the run is finished."""
+    fs, config_path = filesystem(paths.config_url, storage_options)
+    if fs.exists(config_path):
+        _check_same_run(read_json(fs, config_path), record, paths.config_url)
+        if _final_done(paths, storage_options):
+            return True
+        write_json_atomic(fs, config_path, record)  # the resume-safe settings now in force
+    else:
+        fs.makedirs(posixpath.dirname(config_path), exist_ok=True)
+        write_json_atomic(fs, config_path, record)
+    return False
+
+
+def _epochs_needed(
+    version: Any, cfg: PretrainConfig, corpus_url: str, start_step: int, position: DataPosition
+) -> int:
+    """Epochs of the corpus the remaining steps need, from the share of rows that yield a usable window."""
+    acceptance = window_acceptance(version, cfg)
+    if acceptance <= 0:
+        raise ValueError(
+            f"{corpus_url}: no usable window in the corpus's first rows (need {cfg.context_length}+ points with "
+            f">= {cfg.min_observed:.0%} observed); check the corpus or lower context_length/min_observed"
+        )
+    windows_needed = (cfg.steps - start_step) * cfg.batch_size + position.windows_into_epoch
+    return planned_epochs(version.num_rows, acceptance, cfg, windows_needed)
+
+
+def _make_trainer(
+    cfg: PretrainConfig, paths: RunPaths, dataset: Any, position: DataPosition, env_vars: dict[str, str],
+    storage_options: dict[str, Any] | None,
+) -> Any:
+    """The TorchTrainer: ``cfg.num_workers`` workers running ``train_loop_per_worker`` on the run's storage."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage_fs, storage_path = pyarrow_filesystem(paths.checkpoints_root, storage_options)
+    ingest = DataConfig.default_ingest_options()
+    ingest.preserve_order = True  # the window sequence, hence the data position, is deterministic
+    settings = LoopSettings(
+        metrics_url=paths.metrics_url, storage_options=dict(storage_options or {}),
+        dataset_start_epoch=position.epoch, run_name=paths.run_name, launch_id=uuid.uuid4().hex,
+    )
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "settings": settings.__dict__},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=paths.run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            worker_runtime_env={"env_vars": env_vars},
+        ),
+        datasets={TRAIN_DATASET: dataset},
+        dataset_config=DataConfig(execution_options=ingest),
+    )
+
+
+def _fit(
+    trainer: Any, cfg: PretrainConfig, paths: RunPaths, record: dict[str, Any], start_step: int,
+    storage_options: dict[str, Any] | None, progress: bool, tracking: Any,
+) -> str:
+    """Run the trainer while the driver follows ``metrics.jsonl`` (progress, tracking); returns the last
+    checkpoint's folder name."""
+    sinks = open_sinks(tracking, paths.run_url, paths.run_name, record, storage_options)
+    follower = ProgressFollower(
+        paths.metrics_url, storage_options, cfg.steps, start_step, cfg.log_every, cfg.data.stall_warn_ratio,
+        show=progress, listeners=[lambda rec: sinks.scalars(int(rec["step"]), pretrain_scalars(rec))],
+    )
+    try:
+        with follower:
+            result = trainer.fit()
+    finally:
+        sinks.close()
+    if result.error is not None:
+        raise RuntimeError(f"pretraining run {paths.run_name!r} failed: {result.error}") from result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"pretraining run {paths.run_name!r} ended without a checkpoint")
+    return posixpath.basename(result.checkpoint.path.rstrip("/"))
 
 
 def _log_restarts(paths: RunPaths, storage_options: dict[str, Any] | None, max_failures: int) -> None:
@@ -272,7 +337,7 @@ def _log_restarts(paths: RunPaths, storage_options: dict[str, Any] | None, max_f
     restarts = count_restarts(read_metrics(paths.metrics_url, storage_options))
     if restarts:
         log.warning("run %s finished after %d worker restart(s) (max_failures=%d); see %s",
-                    paths.ray_run_url.rstrip("/").rsplit("/", 1)[-1], restarts, max_failures, paths.metrics_url)
+                    paths.run_name, restarts, max_failures, paths.metrics_url)
 
 
 TRACKED_SCALARS = ("loss", "lr", "tokens_per_s", "samples_per_s", "grad_norm", "data_wait_s", "step_time_s")

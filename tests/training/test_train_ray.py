@@ -49,7 +49,7 @@ RUNNER = textwrap.dedent(
     from training.config import PretrainConfig
     from training.trainer import pretrain
     corpus, out, name, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-    print(pretrain(corpus, PretrainConfig.model_validate(cfg), out, run_name=name, progress=True))
+    print(pretrain(corpus, PretrainConfig.model_validate(cfg), out, run_name=name, progress=True).checkpoint_url)
     """
 )
 
@@ -110,7 +110,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     assert checkpoint is not None and alive, log_path.read_text()[-3000:]
     assert not Path(paths.final_url).exists()
     killed_at = max(r["step"] for r in step_records(read_metrics(paths.metrics_url)))
-    url = pretrain(corpus, cfg, out, run_name="resumable", progress=False)
+    url = pretrain(corpus, cfg, out, run_name="resumable", progress=False).checkpoint_url
     return Scenario(cfg, corpus, out, paths, checkpoint, killed_at, url)
 
 
@@ -156,7 +156,7 @@ def test_two_worker_deepspeed_run_learns_and_exports(killed_and_resumed: Scenari
 
     # a finished run is not trained again; a different config under the same name is refused
     t0 = time.monotonic()
-    assert pretrain(sc.corpus, cfg, sc.out, run_name="resumable", progress=False) == url
+    assert pretrain(sc.corpus, cfg, sc.out, run_name="resumable", progress=False).checkpoint_url == url
     assert time.monotonic() - t0 < 5
     with pytest.raises(ValueError, match=r"different config \(field\(s\) \['lr'\]\)"):
         pretrain(sc.corpus, cfg.model_copy(update={"lr": 1e-3}), sc.out, run_name="resumable", progress=False)
@@ -193,7 +193,7 @@ def test_prefect_flow_returns_the_finished_run(killed_and_resumed: Scenario, pre
     from pipelines.pretrain import pretrain_flow
 
     sc = killed_and_resumed
-    assert pretrain_flow(sc.corpus, sc.cfg, sc.out, run_name="resumable", progress=False) == sc.final_url
+    assert pretrain_flow(sc.corpus, sc.cfg, sc.out, run_name="resumable", progress=False).checkpoint_url == sc.final_url
 
     async def artifact() -> str:
         async with get_client() as client:
@@ -213,7 +213,7 @@ def test_corpus_and_checkpoints_on_s3(s3_bucket: tuple[str, dict]) -> None:
     root, so = s3_bucket
     corpus = write_sine_corpus(f"{root}/store", n_series=32, length=400, storage_options=so).url
     cfg = PretrainConfig(**{**BASE, "log_every": 2}, steps=8, checkpoint_every=4)
-    url = pretrain(corpus, cfg, f"{root}/out", run_name="s3", storage_options=so, progress=False)
+    url = pretrain(corpus, cfg, f"{root}/out", run_name="s3", storage_options=so, progress=False).checkpoint_url
     paths = RunPaths.make(f"{root}/out", "s3")
     assert url == paths.final_url and url.startswith("s3://")
     assert from_pretrained(url, so).num_parameters() == cfg.backbone_config().expected_num_parameters()

@@ -70,7 +70,7 @@ def test_killed_worker_is_restarted_and_the_run_completes(tmp_path: Path) -> Non
     kill = Kill()
     killer = threading.Thread(target=_kill_rank0_past_checkpoint, args=(paths, kill), daemon=True)
     killer.start()
-    url = pretrain(corpus, CFG, out, run_name="restarted", progress=False)
+    url = pretrain(corpus, CFG, out, run_name="restarted", progress=False).checkpoint_url
     killer.join(timeout=5)
     assert kill.error is None and kill.pid is not None, kill.error
     ckpt = kill.checkpoint_step
