@@ -11,6 +11,7 @@ Prefect table artifact, and the runs' losses and metrics are mirrored to TensorB
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow
@@ -25,6 +26,23 @@ from pipelines.reporting import table_artifact
 
 RUNS_FOLDER = ("runs", "adapt")
 ARTIFACT_KEY = "adapt-results"
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """What an adapt run made: its folder, the results tables' URLs, every row, the failures by benchmark and
+    the units each Ray node ran."""
+
+    run_id: str
+    run_dir: str
+    tables: dict[str, str]
+    rows: list[dict[str, Any]]
+    failures: dict[str, str]
+    ray_nodes: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return asdict(self)
 
 
 def run_folder(out: str, run_id: str) -> str:
@@ -60,7 +78,7 @@ def adapt_flow(
     parallel: int | None = 1,
     benchmark_options: dict[str, Any] | None = None,
     tracking: Any = None,
-) -> dict[str, Any]:
+) -> AdaptResult:
     """Adapt ``checkpoint`` to every benchmark, one Ray task per (benchmark, mode); returns the run folder,
     table URLs, rows, failures and the units each Ray node ran."""
     if not benchmarks:
@@ -97,13 +115,10 @@ def adapt_flow(
     track_adaptation(run_dir, run_id, tracking, storage_options)
     table_artifact(ARTIFACT_KEY, rows, [c for c in RESULT_COLUMNS if any(c in r for r in rows)],
                    f"STA adaptation results of run {run_id}")
-    return {
-        "run_id": run_id, "run_dir": run_dir, "tables": tables, "rows": rows, "failures": failures,
-        "ray_nodes": ray_nodes,
-    }
+    return AdaptResult(run_id, run_dir, tables, rows, failures, ray_nodes)
 
 
-def run_adapt_flow(parallel: int | None = 1, **kwargs: Any) -> dict[str, Any]:
+def run_adapt_flow(parallel: int | None = 1, **kwargs: Any) -> AdaptResult:
     """``adapt_flow`` with at most ``parallel`` (benchmark, mode) units at a time (None: as Ray schedules them;
     1 keeps the timings clean)."""
     if parallel is not None and parallel < 1:

@@ -393,7 +393,7 @@ def pretrain(
         from training.trainer import pretrain as runner
     options = prof.storage.options or None
     url = runner(corpus, prof.pretrain, prof.storage.root, run_name=run_name, storage_options=options,
-                 ray_address=prof.ray.address, ray_num_cpus=prof.ray.num_cpus, tracking=prof.tracking)
+                 ray_address=prof.ray.address, ray_num_cpus=prof.ray.num_cpus, tracking=prof.tracking).checkpoint_url
     summary = run_summary(url, options)
     return Outcome(summary, url, [rich_table([summary], title="pretraining")])
 
@@ -471,8 +471,8 @@ def adapt(
         storage_options=prof.storage.options or None, benchmark_options=prof.benchmarks.model_dump()["options"],
         tracking=prof.tracking,
     )
-    return Outcome(result, result["tables"]["markdown"], [_results_table(result["rows"], result["run_id"])],
-                   failed=dict(result["failures"]))
+    return Outcome(result.to_dict(), result.tables["markdown"], [_results_table(result.rows, result.run_id)],
+                   failed=dict(result.failures))
 
 
 RESULT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",

@@ -63,7 +63,9 @@ def corpus_record(refresh: dict[str, Any], storage_options: dict[str, Any]) -> d
 
 
 def checkpoint_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
-    fs, path = filesystem(join(url, "model.safetensors"), storage_options)
+    from training.io import WEIGHTS_NAME  # the checkpoint's layout is the training stage's
+
+    fs, path = filesystem(join(url, WEIGHTS_NAME), storage_options)
     return {"url": url, "model_sha256": file_fingerprint(fs, path)["sha256"]}
 
 
@@ -156,8 +158,9 @@ def pretrain_then_adapt_flow(
                       "training_corpus": version_record(training_corpus, options)}
         manifest["corpus"] = corpus
         log.info("pretraining on %s", corpus["training_corpus"]["url"])
-        checkpoint = pretrain_task(corpus["training_corpus"]["url"], prof.pretrain, root, None, options or None,
+        pretrained = pretrain_task(corpus["training_corpus"]["url"], prof.pretrain, root, None, options or None,
                                    prof.ray.address, prof.ray.num_cpus, True, prof.tracking)
+        checkpoint = pretrained.checkpoint_url
         manifest["pretrain"] = {**checkpoint_record(checkpoint, options),
                                 "summary": pretrain_artifacts(checkpoint, options or None)}
         adapt = run_adapt_flow(
@@ -166,15 +169,14 @@ def pretrain_then_adapt_flow(
             storage_options=options or None, benchmark_options=prof.benchmarks.model_dump()["options"],
             tracking=prof.tracking,
         )
-        manifest["results"] = adapt["rows"]
-        manifest["adapt"] = {"run_dir": adapt["run_dir"], "tables": adapt["tables"], "failures": adapt["failures"]}
-        plots = find_pngs(adapt["run_dir"], options)
-        pretrain_run = checkpoint.rstrip("/").rsplit("/", 2)[-2]
-        plots += find_pngs(join(root, "runs", "pretrain", pretrain_run), options)
+        manifest["results"] = adapt.rows
+        manifest["adapt"] = {"run_dir": adapt.run_dir, "tables": adapt.tables, "failures": adapt.failures}
+        plots = find_pngs(adapt.run_dir, options)
+        plots += find_pngs(pretrained.run_url, options)
         plots += find_pngs(open_version(corpus["training_corpus"]["url"], options).attempt_url, options)
         manifest["plots"] = plots
         manifest["duration_s"] = time.time() - started
-        manifest["status"] = "failed" if adapt["failures"] else "ok"
+        manifest["status"] = "failed" if adapt.failures else "ok"
         report_url = join(run_url(root, run_id), "report.md")
         report = report_markdown(run_id, prof, manifest, image_markdown(plots, report_url))
         fs, path = filesystem(report_url, options)

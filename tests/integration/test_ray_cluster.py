@@ -256,7 +256,7 @@ def test_one_click_on_the_cluster_matches_the_embedded_sta(cluster, s3_server, r
     cfg = AdaptConfig(**{json.dumps(profile["adapt"])})
     res = run_adapt_flow(parallel=None, checkpoint={checkpoint!r}, benchmarks=["synthetic-traffic", "synthetic-grid"],
                          cfg=cfg, out={str(tmp_path / "embedded")!r}, storage_options={s3!r})
-    print("RESULT: " + json.dumps(res["rows"], default=str))
+    print("RESULT: " + json.dumps(res.rows, default=str))
     """
     embedded_rows = json.loads(run_driver(python_driver(code), env={"RAY_ADDRESS": ""}))
     assert len(embedded_rows) == len(cluster_rows) == 8  # 2 benchmarks x (zero, few, scratch-few, naive)
