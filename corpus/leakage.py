@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from infra.config import StrictModel
-from infra.storage import filesystem, join, write_bytes_atomic
+from infra.storage import filesystem, join, to_url, write_bytes_atomic
 
 INDEX_FOLDER = "_work/leakage"  # under the storage root: every node of a cluster sees it
 _CHUNK = 1 << 20  # offsets hashed at a time: bounds a worker's memory on very long series
@@ -389,8 +389,8 @@ def build_filter(
     sha = index.sha256()
     url = None
     if per_benchmark:
-        url = join(root, INDEX_FOLDER, f"index-{sha[:24]}.npz")
-        fs, path = filesystem(url, storage_options)
+        fs, path = filesystem(join(root, INDEX_FOLDER, f"index-{sha[:24]}.npz"), storage_options)
+        url = to_url(fs, path)  # absolute: workers need not share the driver's working directory
         if not fs.exists(path):
             write_bytes_atomic(fs, path, index.to_bytes())
     return LeakageFilter(tuple(benchmarks), identity, url, sha, tuple(sorted(cfg.params().items())),

@@ -339,10 +339,13 @@ def balance(
 ) -> Outcome:
     """BLAST: balance corpus versions into training shards; prints the training-corpus version folder last."""
     from corpus.blast.balance import balance as run_balance
+    from pipelines.refresh import leakage_filter
 
     prof = settings(profile, set_, {"storage.root": out_root, "balance.n_samples": samples,
                                     "balance.sample_length": length, "balance.seed": seed})
-    version = run_balance(corpus, prof.balance, prof.storage.root, prof.storage.options, progress=True)
+    root, options = prof.storage.root, prof.storage.options  # the profile's benchmarks stay out, as in a refresh
+    leakage = leakage_filter(prof.leakage, prof.benchmarks, prof.ingest.sources, root, options)
+    version = run_balance(corpus, prof.balance, root, options, progress=True, leakage=leakage)
     return _version_outcome(version, "training corpus")
 
 

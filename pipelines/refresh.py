@@ -51,14 +51,16 @@ def synthesize_task(cfg: KernelSynthConfig, root: str, storage_options: dict[str
     return version_summary("kernelsynth", synthesize(cfg, root, storage_options, progress=False), started)
 
 
-@task(name="leakage-index")
-def leakage_task(
+def leakage_filter(
     cfg: LeakageConfig, benchmarks: BenchmarksConfig, sources: list[SourceConfig], root: str,
     storage_options: dict[str, Any],
 ) -> LeakageFilter:
     """The evaluation benchmarks' identities and window index; a benchmark without data fails here, first."""
     return build_filter(cfg, benchmarks.names, sources, root, data_dir=benchmarks.data_dir,
                         benchmark_options=benchmarks.model_dump()["options"], storage_options=storage_options)
+
+
+leakage_task = task(leakage_filter, name="leakage-index")
 
 
 @task(name="balance", retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=retry_if_transient)
