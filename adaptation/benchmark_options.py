@@ -12,13 +12,14 @@ from __future__ import annotations
 import posixpath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from infra.config import StrictModel
 
 
-class BenchmarkOptions(BaseModel):
+class BenchmarkOptions(StrictModel):
     """How to read one generic benchmark file; unset fields keep the loader's defaults."""
 
-    model_config = ConfigDict(extra="forbid")
 
     freq: str | None = Field(None, description="Pandas offset alias, e.g. 15min (needed without timestamps)")
     split: str | None = Field(None, description="train:val:test ratios, e.g. 6:2:2, or months 12/4/4")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, model_validator
+
+from infra.config import StrictModel
 
 Mode = Literal["zero", "few", "full"]
 Affinity = Literal["spatial", "temporal", "lagged"]
@@ -25,21 +27,28 @@ ALL_AFFINITIES: tuple[Affinity, ...] = ("spatial", "temporal", "lagged")
 SHORT_HORIZON: tuple[int, int] = (12, 12)
 LONG_HORIZON: tuple[int, int] = (96, 96)
 PAPER_HORIZONS: tuple[tuple[int, int], ...] = (SHORT_HORIZON, LONG_HORIZON)
-# What ``paper_faithful`` sets: each STA/harness choice in the paper's form (docs/protocol.md, "Deviations").
+# The choices ``paper_faithful`` switches: each in the paper's form, and the project's default form
+# (docs/protocol.md, "Deviations"). A field left unset (None) takes one of the two; ``choice`` resolves it.
 PAPER_FORM: dict[str, Any] = {
     "dspa_gated": False,  # Eq. 10: the prompts are prepended and join the one softmax
     "stf_scaled": False,  # Sec. III-B: S_s, S_t, S_d are plain dot products
-    "backbone_lr": None,  # Algorithm 1 line 27: one learning rate for Theta = {theta, phi}
-    "freeze_backbone": False,  # Algorithm 1 line 12: the backbone is trained too
+    "backbone_lr": "lr",  # Algorithm 1 line 27: one learning rate for Theta = {theta, phi}
     "cmr_memory_update": True,  # Algorithm 1 lines 10, 15, 28: the buffer starts empty, fed from B_curr
     "time_of_day": "hour",  # Sec. IV-G: time_of_day (24) beside minute_of_hour (60) and day_of_week (7)
 }
+PROJECT_FORM: dict[str, Any] = {
+    "dspa_gated": True,
+    "stf_scaled": True,
+    "backbone_lr": 1e-4,
+    "cmr_memory_update": False,
+    "time_of_day": "step",
+}
 
 
-class AdaptConfig(BaseModel):
+class AdaptConfig(StrictModel):
     """One STA run per (mode, horizon) of a benchmark, plus the baselines, all with these settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     # --- adapter modules (each switchable for ablations) ---
     use_stmf: bool = Field(True, description="spatio-temporal metadata fusion (node + calendar identifiers)")
@@ -57,28 +66,31 @@ class AdaptConfig(BaseModel):
     max_lag_patches: int = Field(3, gt=0, description="lags 1..this (in patches) of the time-lagged affinity")
     num_prompts: int = Field(3, gt=0, description="K DSPA prompt tokens")
     prompt_rank: int = Field(1, gt=0, description="rank r of P = U V^T")
-    dspa_gated: bool = Field(
-        True,
-        description="prompts attended through a zero-initialised gate per layer and head (exact no-op at init); "
-        "False: prompts join the one softmax with the other tokens (Eq. 10)",
+    dspa_gated: bool | None = Field(
+        None,
+        description="True: prompts attended through a zero-initialised gate per layer and head (exact no-op at "
+        "init); False: prompts join the one softmax with the other tokens (Eq. 10); unset: True (paper: False)",
     )
-    stf_scaled: bool = Field(
-        True, description="STF affinity scores divided by sqrt(d); False: plain dot products as in Sec. III-B"
+    stf_scaled: bool | None = Field(
+        None, description="STF affinity scores divided by sqrt(d); False: plain dot products as in Sec. III-B; "
+        "unset: True (paper: False)",
     )
     memory_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="CMR buffer size as a share of the training samples"
     )
     replay_ratio: float = Field(0.3, ge=0.0, le=1.0, description="CMR: share of each batch drawn from memory")
-    cmr_memory_update: bool = Field(
-        False,
+    cmr_memory_update: bool | None = Field(
+        None,
         description="False: the buffer is the first memory_fraction of the chronological stream (Eq. 11), "
-        "fixed; True: Algorithm 1, an empty buffer filled from each batch's current samples (reservoir)",
+        "fixed; True: Algorithm 1, an empty buffer filled from each batch's current samples (reservoir); "
+        "unset: False (paper: True)",
     )
-    time_of_day: TimeOfDay = Field(
-        "step", description="time_of_day feature: the step within the day (288 for 5 min) or the hour (24)"
+    time_of_day: TimeOfDay | None = Field(
+        None, description="time_of_day feature: the step within the day (288 for 5 min) or the hour (24); "
+        "unset: step (paper: hour)",
     )
     paper_faithful: bool = Field(
-        False, description="set every choice of PAPER_FORM to the paper's form (an explicit other value is an error)"
+        False, description="every PAPER_FORM choice left unset takes the paper's form; one set otherwise is an error"
     )
 
     # --- task ---
@@ -95,8 +107,9 @@ class AdaptConfig(BaseModel):
     # --- optimisation ---
     freeze_backbone: bool = False
     lr: float = Field(1e-3, gt=0.0, description="adapter learning rate (AdamW)")
-    backbone_lr: float | None = Field(
-        1e-4, gt=0.0, description="backbone learning rate when it is fine-tuned; None: lr (one param group)"
+    backbone_lr: PositiveFloat | Literal["lr"] | None = Field(
+        None, description="backbone learning rate when it is fine-tuned; 'lr': the adapter's (one parameter "
+        "group); unset: 1e-4 (paper: 'lr')",
     )
     scratch_lr: float = Field(1e-3, gt=0.0, description="backbone learning rate of the from-scratch baseline")
     weight_decay: float = Field(0.0, ge=0.0)
@@ -130,24 +143,21 @@ class AdaptConfig(BaseModel):
     predictions_max_windows: int = Field(256, ge=1, description="test windows stored in the predictions file")
     plot_nodes: int = Field(3, ge=1, description="nodes drawn in forecast.png")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _paper_form(cls, data: Any) -> Any:
-        """``paper_faithful``: fill in :data:`PAPER_FORM`; a value the user set otherwise names both."""
-        if not isinstance(data, dict) or not TypeAdapter(bool).validate_python(data.get("paper_faithful", False)):
-            return data
-        for key, paper in PAPER_FORM.items():
-            if key in data:
-                given = TypeAdapter(cls.model_fields[key].annotation).validate_python(data[key])
-                if given != paper:
+    @model_validator(mode="after")
+    def _check(self) -> AdaptConfig:
+        if self.paper_faithful:  # a choice set against the paper's form names both
+            for key, paper in PAPER_FORM.items():
+                given = getattr(self, key)
+                if given is not None and given != paper:
                     raise ValueError(
                         f"adapt.paper_faithful=true sets {key}={paper!r} (the paper's form) but {key}={given!r} "
                         "is given: drop one of the two"
                     )
-        return {**data, **PAPER_FORM}
-
-    @model_validator(mode="after")
-    def _check(self) -> AdaptConfig:
+            if self.freeze_backbone:
+                raise ValueError(
+                    "adapt.paper_faithful=true trains the backbone too (Algorithm 1, Theta = {theta, phi}) but "
+                    "freeze_backbone=True is given: drop one of the two"
+                )
         if self.use_stf and not self.use_stmf:
             raise ValueError("use_stf needs use_stmf: STF filters the STMF identifiers (switch both off)")
         if self.use_stf and not self.stf_affinities:
@@ -160,6 +170,18 @@ class AdaptConfig(BaseModel):
             if pair[0] < 1 or pair[1] < 1:
                 raise ValueError(f"horizon {pair}: input and output lengths must be >= 1")
         return self
+
+    def choice(self, name: str) -> Any:
+        """A :data:`PAPER_FORM` choice as it applies: the value set, else the paper's form under
+        ``paper_faithful``, else the project's default form."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return (PAPER_FORM if self.paper_faithful else PROJECT_FORM)[name]
+
+    def choices(self) -> dict[str, Any]:
+        """Every :data:`PAPER_FORM` choice as it applies (what a run records beside its config)."""
+        return {name: self.choice(name) for name in PAPER_FORM}
 
     def horizon_pairs(self) -> tuple[tuple[int, int], ...]:
         """The configured (input_len, output_len) pairs, or the paper's 12->12 and 96->96."""

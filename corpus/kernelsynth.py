@@ -61,11 +61,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy.linalg import lapack, toeplitz
 
 from corpus.kernels import BaseKernel, KernelExpr, Op, kernel_bank
 from corpus.schema import content_hash
+from infra.config import StrictModel
 from infra.fingerprint import code_version
 from infra.schemas import KERNELSYNTH_SCHEMA
 from infra.stage_runtime import StageRun, run_units
@@ -81,10 +82,10 @@ CHUNK_STATS_KEY = b"kernelsynth.stats"
 EXECUTION_FIELDS = frozenset({"workers", "chunk_size"})
 
 
-class KernelSynthConfig(BaseModel):
+class KernelSynthConfig(StrictModel):
     """Everything that decides the synthetic series, plus how the work is split (``workers``, ``chunk_size``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     n_series: int = Field(1_000_000, ge=1, description="series to synthesize (the paper uses 1,000,000)")
     length: int = Field(1024, ge=1, description="points per series; the grid is linspace(0, 1, length)")

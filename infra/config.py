@@ -29,7 +29,10 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment too."""
+    """Base for every config section: unknown keys are errors, values are validated on assignment too.
+
+    A section whose values must not change once loaded (the stage configs) adds ``ConfigDict(frozen=True)``.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from infra.config import StrictModel
 from training.model import MODEL_SIZES, AblationConfig, BackboneConfig
 from training.windows import WindowConfig
 
 ModelSize = Literal["minuscule", "tiny", "small", "base"]
 
 
-class PretrainDataConfig(BaseModel):
+class PretrainDataConfig(StrictModel):
     """How the Ray Data pipeline reads the corpus and feeds the workers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     read_concurrency: int | None = Field(
         None, ge=1, description="max parallel Parquet read tasks (None: Ray Data decides)"
@@ -42,10 +43,10 @@ class PretrainDataConfig(BaseModel):
     )
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(StrictModel):
     """Everything that decides a pretraining run; saved as ``config.json`` in the run folder."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     # model
     size: ModelSize = Field("tiny", description="Table VI variant")

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from infra.config import StrictModel
@@ -57,7 +57,7 @@ class AblationConfig(StrictModel):
     quantile the model serves is that median, so its intervals have zero width.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     gated_attention: bool = True
     qk_norm: bool = True
@@ -70,10 +70,10 @@ class AblationConfig(StrictModel):
         return [name for name in type(self).model_fields if not getattr(self, name)]
 
 
-class BackboneConfig(BaseModel):
+class BackboneConfig(StrictModel):
     """Architecture of the UTP backbone; saved verbatim in ``config.json`` next to the weights."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     size: str | None = Field(None, description="Table VI name when the dims match it, else None")
     d_model: int = Field(gt=0)

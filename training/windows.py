@@ -19,15 +19,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from infra.config import StrictModel
 
 Window = tuple[np.ndarray, np.ndarray]
 
 
-class WindowConfig(BaseModel):
+class WindowConfig(StrictModel):
     """Knobs of pretraining window construction (defaults: the paper and the public code)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     context_length: int = Field(2048, gt=0, description="max history points of a window (L_max)")
     max_patches: int = Field(16, gt=0, description="output patches are drawn from 1..max_patches per batch")

@@ -26,20 +26,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from adaptation.datasets.calendar import index_timestamps, steps_per_day
 from adaptation.datasets.dataset import SpatioTemporalDataset
+from infra.config import StrictModel
 from infra.freq import normalize_freq
 
 SYNTHETIC_PREFIX = "synthetic-"
 SYNTHETIC_START = "2024-01-01"  # a Monday
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(StrictModel):
     """Every knob of the generator; relative sizes are fractions of a node's level."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     num_nodes: int = Field(40, ge=2)
     num_steps: int = Field(8064, ge=2)

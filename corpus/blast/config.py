@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from infra.config import StrictModel
 
 # Fields that change how fast or where the stage runs, never what it writes: left out of the fingerprint.
 _RUNTIME_ONLY = {"workers", "feature_batch_rows", "score_unit_rows"}
@@ -13,10 +15,9 @@ _LIST_OFFSET_LIMIT = 2**31 - 1  # a list<float32> column of one shard must fit i
 UMAP_MAX_SAMPLE = 10_000
 
 
-class BlastConfig(BaseModel):
+class BlastConfig(StrictModel):
     """How BLAST scores, projects, balances and writes a training corpus."""
 
-    model_config = ConfigDict(extra="forbid")
 
     # scoring
     min_length: int = Field(

@@ -13,20 +13,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
 from corpus.sources.common import COMPRESSED_SUFFIXES, expand_inputs, infer_freq, source_freq
 from corpus.sources.registry import register
+from infra.config import StrictModel
 from infra.storage import filesystem, inner_name, is_local, open_input
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_NULLS = ["", "NA", "NaN", "nan", "null", "?"]
 
 
-class LongOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LongOptions(StrictModel):
 
     id_column: str = "id"
     timestamp_column: str = "timestamp"

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
 from corpus.sources.common import expand_inputs, source_freq
 from corpus.sources.registry import IngestUnit, register_units
+from infra.config import StrictModel
 from infra.storage import filesystem, inner_name, is_local, open_input, to_url
 
 ARROW_FILE_MAGIC = b"ARROW1"
@@ -32,8 +33,7 @@ DATA_SUFFIXES = (".arrow", ".parquet")
 STATE_FILE = "state.json"
 
 
-class LotsaOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LotsaOptions(StrictModel):
 
     item_id_column: str = "item_id"
     target_column: str = "target"

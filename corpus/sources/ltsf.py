@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
 from corpus.sources.common import expand_inputs, file_units, infer_freq, open_text, source_freq
 from corpus.sources.registry import IngestUnit, register_units
+from infra.config import StrictModel
 from infra.storage import open_input
 
 BOM = "\ufeff"
@@ -30,8 +31,7 @@ _COLUMN_RE = re.compile(r"CSV column #(\d+)")
 _VALUE_RE = re.compile(r"invalid value '(.*)'$")
 
 
-class LtsfOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LtsfOptions(StrictModel):
 
     freq: str | None = Field(None, description="pandas alias; inferred from the first dates when absent")
     date_column: str = "date"

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
 from corpus.sources.common import expand_inputs, file_stem, open_text, parse_floats, source_freq
 from corpus.sources.registry import IngestUnit, register_units
+from infra.config import StrictModel
 
 # The M4 file names carry the frequency; M4 gives no real timestamps, so anchored aliases are conventions.
 M4_FREQUENCIES: dict[str, str] = {
@@ -33,8 +34,7 @@ BOM = "\ufeff"
 _SPLIT_RE = re.compile(r"[-_ ]?(train|test)$", re.IGNORECASE)
 
 
-class M4Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class M4Options(StrictModel):
 
     freq: str | None = Field(None, description="pandas alias; default from the file name (Hourly -> h, ...)")
     encoding: str = "utf-8"

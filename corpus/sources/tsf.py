@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
@@ -29,6 +29,7 @@ from corpus.sources.common import (
     splittable,
 )
 from corpus.sources.registry import IngestUnit, register_units
+from infra.config import StrictModel
 
 # Monash frequency names -> pandas aliases; ``N_seconds``/``N_minutes``/``N_hours`` are handled by a pattern.
 MONASH_FREQUENCIES: dict[str, str] = {
@@ -52,8 +53,7 @@ START_ATTRIBUTE = "start_timestamp"
 READ_DOC = "Monash .tsf files: one series per data row, id = series_name (or row number), start = start_timestamp."
 
 
-class TsfOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TsfOptions(StrictModel):
 
     freq: str | None = Field(None, description="override the file's @frequency (a pandas alias)")
     encoding: str = Field("latin-1", description="Monash files are latin-1/cp1252; latin-1 never fails to decode")

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from corpus.errors import MalformedInputError
 from corpus.schema import RawSeries
@@ -29,6 +29,7 @@ from corpus.sources.common import (
     splittable,
 )
 from corpus.sources.registry import IngestUnit, register_units
+from infra.config import StrictModel
 
 DATE_FORMAT = "%Y-%m-%d"
 BOM = "\ufeff"
@@ -36,8 +37,7 @@ BOM = "\ufeff"
 PAGE_FIELDS = ("project", "access", "agent")
 
 
-class WikiOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WikiOptions(StrictModel):
 
     id_column: str = Field("Page", description="name of the first column, the page")
     freq: str | None = Field(None, description="pandas alias; by default inferred from the header dates (D)")
