@@ -149,3 +149,6 @@ def test_ablation_config_errors_name_the_switch() -> None:
         PretrainConfig(model_overrides={"ablation": {"qk_norm": False}})
     cfg = PretrainConfig(ablation={"gated_attention": False, "random_masking": False})
     assert cfg.backbone_config().ablation.disabled() == ["gated_attention", "random_masking"]
+    # the run's config.json (what workers and reruns read back) keeps the switches
+    again = PretrainConfig.model_validate(json.loads(cfg.model_dump_json()))
+    assert again == cfg and again.window_config().random_mask is False
