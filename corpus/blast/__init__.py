@@ -6,7 +6,7 @@ notebooks may reuse: :func:`prepare_series` / :func:`compute_metrics` (per-serie
 :func:`stl_batch` / :func:`mstl_batch` (statsmodels-exact batched STL/MSTL).
 """
 
-from corpus.blast.balance import DATASET, OUTPUT_SCHEMA, QUARANTINE_SCHEMA, balance, version_id_for
+from corpus.blast.balance import DATASET, balance, blast_version_id
 from corpus.blast.config import BlastConfig
 from corpus.blast.features import Metrics, compute_metrics, prepare_series
 from corpus.blast.projection import grid_cells, project
@@ -28,12 +28,11 @@ __all__ = [
     "DATASET",
     "DIM",
     "MIXUP_CELL",
-    "OUTPUT_SCHEMA",
-    "QUARANTINE_SCHEMA",
     "BlastConfig",
     "CellIndex",
     "Metrics",
     "balance",
+    "blast_version_id",
     "balanced_draws",
     "compute_metrics",
     "encode",
@@ -48,5 +47,4 @@ __all__ = [
     "project",
     "stl_batch",
     "unpack",
-    "version_id_for",
 ]

@@ -63,30 +63,22 @@ from corpus.blast.sampling import (
 )
 from corpus.blast.vectors import encode, pack
 from corpus.leakage import LeakageFilter, load_index, match_series
-from infra.fingerprint import code_version, stable_hash
+from infra.fingerprint import code_version
+from infra.schemas import BLAST_QUARANTINE_SCHEMA, TRAINING_CORPUS_SCHEMA
 from infra.stage_runtime import StageRun, collect_units, merge_node_counts, run_units
 from infra.storage import filesystem, join, write_bytes_atomic
-from infra.versions import DatasetVersion, VersionWriter, find_version, open_version
+from infra.versions import (
+    DatasetVersion,
+    VersionRecord,
+    VersionWriter,
+    open_version,
+    publish_version,
+    version_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
 DATASET = "training_corpus"
-OUTPUT_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.int64(), nullable=False),
-        pa.field("source_series_ids", pa.list_(pa.string()), nullable=False),
-        pa.field("grid_cell", pa.int32(), nullable=False),
-        pa.field("values", pa.list_(pa.float32()), nullable=False),
-    ]
-)
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        pa.field("series_id", pa.string()),
-        pa.field("input", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("length", pa.int64()),
-    ]
-)
 # independent random streams, one per decision, all derived from cfg.seed
 _STREAM_UMAP_SAMPLE, _STREAM_DRAWS, _STREAM_MIXUP, _STREAM_WINDOWS = 1, 2, 3, 4
 _FLOAT32_BYTES = 4
@@ -124,7 +116,7 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def version_id_for(versions: list[DatasetVersion], cfg: BlastConfig, leakage: LeakageFilter | None = None) -> str:
+def blast_version_id(versions: list[DatasetVersion], cfg: BlastConfig, leakage: LeakageFilter | None = None) -> str:
     """Fingerprint of (input versions, the output-determining config, the leakage filter, the corpus and infra
     code): another benchmark list is another training corpus."""
     identity: dict[str, Any] = {
@@ -134,7 +126,7 @@ def version_id_for(versions: list[DatasetVersion], cfg: BlastConfig, leakage: Le
     }
     if leakage is not None:
         identity["leakage"] = leakage.fingerprint()
-    return stable_hash(identity)
+    return version_fingerprint(identity)
 
 
 # --- pass 1: score ---------------------------------------------------------------------------------------
@@ -373,7 +365,7 @@ def _shard_task(task: _ShardTask) -> pa.Table:
             pa.array(task.grid.astype(np.int32)),
             pa.ListArray.from_arrays(value_offsets, pa.array(values.reshape(-1))),
         ],
-        schema=OUTPUT_SCHEMA,
+        schema=TRAINING_CORPUS_SCHEMA,
     )
 
 
@@ -424,42 +416,45 @@ def balance(
     """
     if not corpus_urls:
         raise ValueError("balance: no input corpus versions given")
-    so = dict(storage_options or {})
-    versions = [open_version(u, so) for u in corpus_urls]
-    vid = version_id_for(versions, cfg, leakage)
-    existing = find_version(out_root, DATASET, vid, so)
-    if existing is not None:
+    storage = dict(storage_options or {})
+    versions = [open_version(u, storage) for u in corpus_urls]
+    vid = blast_version_id(versions, cfg, leakage)
+
+    def write(writer: VersionWriter) -> VersionRecord:
+        return _balance_into(writer, versions, cfg, out_root, storage, progress, leakage)
+
+    published = publish_version(out_root, DATASET, vid, TRAINING_CORPUS_SCHEMA, write, storage,
+                                part_max_rows=cfg.shard_rows, part_max_bytes=_NO_BYTE_LIMIT)
+    if published.reused:
         log.info("training_corpus %s exists; nothing to do", vid)
-        return existing
+    return published.version
+
+
+def _balance_into(
+    writer: VersionWriter, versions: list[DatasetVersion], cfg: BlastConfig, out_root: str, so: dict[str, Any],
+    progress: bool, leakage: LeakageFilter | None,
+) -> VersionRecord:
+    """The three passes (score, plan, write) and the report into ``writer``; the work folder is removed."""
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    with _progress(progress) as track:
-        scores = score_pass(versions, cfg, so, track, leakage)
-        timings["score_s"] = time.perf_counter() - t_start
-        t0 = time.perf_counter()
-        plan = plan_pass(scores, cfg)
-        timings["project_s"] = time.perf_counter() - t0
-        work_url = join(out_root, "_work", DATASET, vid)
-        writer = VersionWriter(
-            out_root, DATASET, vid, OUTPUT_SCHEMA, storage_options=so, part_max_rows=cfg.shard_rows,
-            part_max_bytes=_NO_BYTE_LIMIT,
-        )
-        try:
+    work_url = join(out_root, "_work", DATASET, writer.version_id)
+    try:
+        with _progress(progress) as track:
+            scores = score_pass(versions, cfg, so, track, leakage)
+            timings["score_s"] = time.perf_counter() - t_start
+            t0 = time.perf_counter()
+            plan = plan_pass(scores, cfg)
+            timings["project_s"] = time.perf_counter() - t0
             passes = [
                 scores.tally, plan.tally, *write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)
             ]
             _write_report(writer, scores, plan, cfg)
             timings["total_s"] = time.perf_counter() - t_start
             stats = _stats(scores, plan, cfg, timings, passes)
-            inputs = [{"url": v.url, "dataset": v.dataset, "version_id": v.version_id} for v in versions]
-            return writer.commit(
-                config=cfg.fingerprint(), inputs=inputs, code_version=code_version("corpus", "infra"), stats=stats
-            )
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            _remove_work(work_url, so)
+    finally:
+        _remove_work(work_url, so)
+    inputs = [{"url": v.url, "dataset": v.dataset, "version_id": v.version_id} for v in versions]
+    return VersionRecord(cfg.fingerprint(), inputs, code_version("corpus", "infra"), stats)
 
 
 def _remove_work(work_url: str, so: dict[str, Any]) -> None:
@@ -670,8 +665,8 @@ def _write_report(writer: VersionWriter, scores: _Scores, plan: _Plan, cfg: Blas
     writer.write_side_table(
         "quarantine",
         pa.Table.from_arrays(
-            [pa.array(list(c), type=f.type) for c, f in zip(q, QUARANTINE_SCHEMA, strict=True)],
-            schema=QUARANTINE_SCHEMA,
+            [pa.array(list(c), type=f.type) for c, f in zip(q, BLAST_QUARANTINE_SCHEMA, strict=True)],
+            schema=BLAST_QUARANTINE_SCHEMA,
         ),
     )
     before, after = _occupancy(plan, cfg)

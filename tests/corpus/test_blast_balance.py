@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from corpus.blast.balance import DATASET, OUTPUT_SCHEMA, balance
+from corpus.blast.balance import DATASET, balance
 from corpus.blast.config import BlastConfig
 from corpus.blast.sampling import CATCH_ALL_CELL, MIXUP_CELL, normalized_span
 from corpus.schema import content_hash
-from infra.schemas import CANONICAL_SCHEMA
+from infra.schemas import CANONICAL_SCHEMA, TRAINING_CORPUS_SCHEMA
 from infra.versions import DatasetVersion, VersionWriter, read_side_table, read_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def test_shards_schema_and_manifest(run: dict) -> None:
     m = version.manifest
     assert m["dataset"] == DATASET and [p["rows"] for p in m["parts"]] == [128, 128, 128, 128, 88]
     table = read_table(version)
-    assert table.schema.equals(OUTPUT_SCHEMA)
+    assert table.schema.equals(TRAINING_CORPUS_SCHEMA)
     assert table["sample_id"].to_pylist() == list(range(600))
     lengths = pa.compute.list_value_length(table["values"]).to_numpy()
     assert (lengths == 512).all()
