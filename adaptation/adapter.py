@@ -49,11 +49,11 @@ class STAModel(nn.Module):
         self.stmf = STMF(num_nodes, calendar_vocab, cfg.embed_dim, d) if cfg.use_stmf else None
         self.stf = (
             STF(num_nodes, cfg.embed_dim, d, cfg.num_prototypes, cfg.max_lag_patches, cfg.stf_affinities,
-                cfg.stf_scaled)
+                cfg.choice("stf_scaled"))
             if cfg.use_stf
             else None
         )
-        gate_shape = (backbone.cfg.num_layers, backbone.cfg.num_heads) if cfg.dspa_gated else None
+        gate_shape = (backbone.cfg.num_layers, backbone.cfg.num_heads) if cfg.choice("dspa_gated") else None
         self.dspa = DSPA(cfg.num_prompts, cfg.prompt_rank, d, gate_shape) if cfg.use_dspa else None
         self.backbone.requires_grad_(not cfg.freeze_backbone)
 

@@ -298,11 +298,11 @@ class TrainReport:
 def optimizer_groups(
     model: STAModel, cfg: AdaptConfig, backbone_lr: float | None = None
 ) -> list[dict[str, Any]]:
-    """AdamW parameter groups: adapter at ``lr``, backbone at its own rate, or one group when that is None."""
+    """AdamW parameter groups: adapter at ``lr``, backbone at its own rate, or one group when that is "lr"."""
     adapter = [p for p in model.adapter_parameters() if p.requires_grad]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    rate = backbone_lr if backbone_lr is not None else cfg.backbone_lr
-    if rate is None:  # one learning rate for Theta = {theta, phi} (Algorithm 1)
+    rate = backbone_lr if backbone_lr is not None else cfg.choice("backbone_lr")
+    if rate == "lr":  # one learning rate for Theta = {theta, phi} (Algorithm 1)
         return [{"params": adapter + backbone, "lr": cfg.lr}] if adapter or backbone else []
     groups = [{"params": adapter, "lr": cfg.lr}] if adapter else []
     return groups + ([{"params": backbone, "lr": rate}] if backbone else [])
@@ -370,7 +370,7 @@ def train_step(
 def make_mixer(num_samples: int, cfg: AdaptConfig, rng: np.random.Generator) -> ReplayMixer:
     """The CMR batch mixer of ``cfg`` over ``num_samples`` chronological training windows."""
     return ReplayMixer(num_samples, cfg.batch_size, cfg.memory_fraction, cfg.replay_ratio, cfg.use_cmr, rng,
-                       update_memory=cfg.cmr_memory_update)
+                       update_memory=cfg.choice("cmr_memory_update"))
 
 
 def train_model(
@@ -493,7 +493,7 @@ def prepare_benchmark(dataset: SpatioTemporalDataset, cfg: AdaptConfig) -> Bench
         if splits[name].stop - splits[name].start < 1:
             raise ValueError(f"{dataset.name}: the {name} split is empty under split rule {dataset.split}")
     few = dataset.few_shot_slice(cfg.few_shot_fraction)
-    return BenchmarkData(dataset, SeriesArrays.from_dataset(dataset, cfg.time_of_day), splits, few)
+    return BenchmarkData(dataset, SeriesArrays.from_dataset(dataset, cfg.choice("time_of_day")), splits, few)
 
 
 def build_model(
@@ -570,6 +570,7 @@ class BenchmarkRunner:
             "checkpoint": self.checkpoint_url,
             "dataset": bench.summary(),
             "config": cfg.model_dump(mode="json"),
+            "choices": cfg.choices(),  # the deviations from the paper's form as they applied (docs/protocol.md)
             **extra,
         }
         run["outputs"] = write_run_outputs(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from adaptation.adapter import STAModel
 from adaptation.benchmark_options import load_benchmark
-from adaptation.config import PAPER_FORM, PAPER_HORIZONS, AdaptConfig
+from adaptation.config import PAPER_FORM, PAPER_HORIZONS, PROJECT_FORM, AdaptConfig
 from adaptation.datasets import make_synthetic_benchmark, resolve_benchmark
 from adaptation.harness import (
     NOT_ADAPTED,
@@ -121,28 +121,38 @@ def test_a_trained_row_that_keeps_its_step_0_weights_says_so(checkpoint: str, tm
 
 
 def test_paper_faithful_resolves_every_choice_and_names_conflicts() -> None:
-    paper = AdaptConfig(paper_faithful=True)
-    assert {k: getattr(paper, k) for k in PAPER_FORM} == PAPER_FORM
-    default = AdaptConfig()
-    assert all(getattr(default, k) != v for k, v in PAPER_FORM.items() if k != "freeze_backbone")
-    assert AdaptConfig(paper_faithful=True, dspa_gated=False).dspa_gated is False  # the paper's value: fine
+    paper, default = AdaptConfig(paper_faithful=True), AdaptConfig()
+    assert paper.choices() == PAPER_FORM and default.choices() == PROJECT_FORM
+    assert all(PAPER_FORM[k] != PROJECT_FORM[k] for k in PAPER_FORM)
+    assert AdaptConfig(paper_faithful=True, dspa_gated=False).choice("dspa_gated") is False  # the paper's value
+    assert AdaptConfig(dspa_gated=False).choices() == {**PROJECT_FORM, "dspa_gated": False}  # one switch alone
     with pytest.raises(ValidationError, match=r"paper_faithful=true sets dspa_gated=False .* dspa_gated=True"):
         AdaptConfig(paper_faithful=True, dspa_gated=True)
-    with pytest.raises(ValidationError, match=r"sets backbone_lr=None .* backbone_lr=0.0001 is given"):
+    with pytest.raises(ValidationError, match=r"sets backbone_lr='lr' .* backbone_lr=0.0001 is given"):
         AdaptConfig.model_validate({"paper_faithful": "true", "backbone_lr": "1e-4"})
     with pytest.raises(ValidationError, match=r"time_of_day='hour' .* time_of_day='step'"):
         AdaptConfig(paper_faithful=True, time_of_day="step")
-    # a dump of a resolved config validates again to the same config (runs record and rerun it)
+    with pytest.raises(ValidationError, match=r"trains the backbone too .* freeze_backbone=True is given"):
+        AdaptConfig(paper_faithful=True, freeze_backbone=True)
+    # a dump validates again to the same config, and switching paper_faithful on over a dump of the defaults
+    # (what --set does) is no conflict: the defaults were never chosen
     assert AdaptConfig.model_validate(paper.model_dump(mode="json")) == paper
+    switched = AdaptConfig.model_validate({**default.model_dump(mode="json"), "paper_faithful": True})
+    assert switched.choices() == PAPER_FORM
 
 
-def test_paper_faithful_profile_switch_and_its_conflict(tmp_path: Path) -> None:
+def test_paper_faithful_profile_switch_and_its_conflict() -> None:
     from pipelines.profile import load_profile
+    from pipelines.settings import OverrideError, apply_overrides
 
     prof = load_profile("local", {"adapt": {"paper_faithful": True}})
-    assert prof.adapt.paper_faithful and prof.adapt.dspa_gated is False and prof.adapt.backbone_lr is None
+    assert prof.adapt.choices() == PAPER_FORM
+    assert load_profile("paper").adapt.choices() == PAPER_FORM
+    assert apply_overrides(load_profile("local"), {"adapt.paper_faithful": True}).adapt.choices() == PAPER_FORM
     with pytest.raises(Exception, match=r"paper_faithful=true sets stf_scaled=False .* stf_scaled=True"):
         load_profile("local", {"adapt": {"paper_faithful": True, "stf_scaled": True}})
+    with pytest.raises(OverrideError, match=r"paper_faithful=true sets cmr_memory_update=True .*=False is given"):
+        apply_overrides(load_profile("paper"), {"adapt.cmr_memory_update": False})
 
 
 def _built(cfg: AdaptConfig, dataset_name: str = "synthetic-traffic") -> tuple[STAModel, object]:
@@ -212,3 +222,29 @@ def test_algorithm_1_buffer_starts_empty_and_replays_only_what_it_has_seen() -> 
         seen.update(fresh)
     assert mixer.memory.size == 20 and len(set(mixer.memory.tolist())) == 20
     assert replayed_total == 27 and mixer.summary()["updates"] >= 20
+
+
+def test_cli_json_flags_step_0_and_paper_faithful_conflicts_fail(
+    prefect_harness: None, checkpoint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.cli_helpers import invoke
+
+    root = str(tmp_path / "root")
+    fast = ["--benchmarks", "synthetic-grid", "--mode", "few", "--horizon", "24:12", "--out", root,
+            "--set", "adapt.eval_stride=16", "--set", "adapt.predictions_max_windows=4", "--set", "adapt.baselines=[]",
+            "--set", "adapt.max_steps=4", "--set", "adapt.eval_every_steps=2", "--set", "adapt.max_val_windows=16"]
+    code, out, err = invoke(capsys, "adapt", "--checkpoint", checkpoint, *fast, "--set", "adapt.lr=10",
+                            "--set", "adapt.paper_faithful=true", "--run-id", "stuck", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [(r["method"], r["adapted"], r["status"]) for r in rows] == [("factost", False, NOT_ADAPTED)]
+    run_dir = tmp_path / "root" / "runs" / "adapt" / "stuck"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["config"]["paper_faithful"] is True and run["config"]["dspa_gated"] is None  # not chosen by hand
+    metrics = json.loads((run_dir / "synthetic-grid" / "few-24to12" / "metrics.json").read_text())
+    assert metrics["choices"] == PAPER_FORM and metrics["training"]["memory"]["policy"] == "updated (Algorithm 1)"
+
+    code, out, err = invoke(capsys, "adapt", "--checkpoint", checkpoint, *fast, "--set", "adapt.paper_faithful=true",
+                            "--set", "adapt.dspa_gated=true", "--run-id", "conflict")
+    assert code != 0 and "paper_faithful=true sets dspa_gated=False" in err and "dspa_gated=True is given" in err
+    assert not (tmp_path / "root" / "runs" / "adapt" / "conflict").exists()
