@@ -406,12 +406,23 @@ def _benchmark_values(
     try:
         return load_benchmark(name, data_dir, options, storage_options).values
     except FileNotFoundError as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
+        reason = (str(exc).strip().splitlines() or [""])[0].split("; pass download=True")[0]
         raise LeakageError(
-            f"leakage check: benchmark {name!r} has no data here to check the corpus against ({reason}); put its "
-            f"files under benchmarks.data_dir, or skip its content check with leakage.unchecked: "
-            f"{{{name}: <reason>}}"
+            f"leakage check: benchmark {name!r} has no data here to check the corpus against ({reason}); "
+            f"{_where_to_get(name)}put its files under benchmarks.data_dir, or skip its content check with "
+            f"leakage.unchecked: {{{name}: <reason>}}"
         ) from None
+
+
+def _where_to_get(name: str) -> str:
+    """``get ETTh2.csv from URL; `` for a registry benchmark with direct downloads (its notes otherwise)."""
+    from adaptation.datasets.registry import BENCHMARKS
+
+    spec = BENCHMARKS.get(name)
+    if spec is None:
+        return ""
+    urls = [f"{d.filename} from {d.url}" for d in spec.downloads if d.url]
+    return f"get {', '.join(urls)}; " if urls else ""
 
 
 def match_series(index: FingerprintIndex | None, values: np.ndarray) -> str | None:

@@ -121,6 +121,8 @@ def test_an_unknown_declared_benchmark_lists_the_registered_ones() -> None:
 def test_a_benchmark_without_data_fails_naming_it_unless_skipped(tmp_path) -> None:
     with pytest.raises(LeakageError, match=r"benchmark 'pems08' has no data here .* leakage.unchecked: \{pems08"):
         build_filter(CFG, ["synthetic-grid", "PEMS08"], [], str(tmp_path), data_dir=str(tmp_path / "none"))
+    with pytest.raises(LeakageError, match=r"'etth2' .*; get ETTh2.csv from https://raw.githubusercontent.com/"):
+        build_filter(CFG, ["etth2"], [], str(tmp_path), data_dir=str(tmp_path / "none"))
     cfg = LeakageConfig(unchecked={"PEMS08": "files not licensed for this cluster"})
     leak = build_filter(cfg, ["synthetic-grid", "PEMS08"], [_source("PEMS08", ["/x"])], str(tmp_path),
                         data_dir=str(tmp_path / "none"))
