@@ -11,6 +11,7 @@ every pretraining run trained on it and every one-click run whose corpus record 
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from infra.storage import filesystem, join, read_json, to_url
@@ -69,15 +70,16 @@ def list_datasets(root: str, storage_options: dict[str, Any] | None = None) -> l
 def _runs_made_from(version: DatasetVersion, root: str, storage_options: dict[str, Any] | None) -> list[dict]:
     """Pretraining runs trained on ``version`` and one-click runs whose corpus record holds it."""
     from pipelines.runs import list_runs
+    from training.paths import RunPaths, runs_root
 
     made = []
-    fs, runs_path = filesystem(join(root, "runs", "pretrain"), storage_options)
+    fs, runs_path = filesystem(runs_root(root), storage_options)
     if fs.exists(runs_path):
         for entry in sorted(fs.ls(runs_path, detail=False)):
-            config = join(entry, "config.json")
-            if fs.exists(config) and read_json(fs, config).get("corpus_version") == version.version_id:
-                made.append({"kind": "pretrain", "run": entry.rstrip("/").rsplit("/", 1)[-1],
-                             "url": to_url(fs, entry)})
+            paths = RunPaths.make(root, posixpath.basename(entry.rstrip("/")))
+            cfs, config = filesystem(paths.config_url, storage_options)
+            if cfs.exists(config) and read_json(cfs, config).get("corpus_version") == version.version_id:
+                made.append({"kind": "pretrain", "run": paths.run_name, "url": to_url(fs, entry)})
     for run in list_runs(root, storage_options):
         corpus = run.get("corpus") or {}
         records = [corpus.get("training_corpus"), corpus.get("kernelsynth"), *(corpus.get("sources") or {}).values()]

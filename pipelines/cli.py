@@ -574,11 +574,11 @@ def run_refresh(
     from pipelines.reporting import rich_table
 
     result = corpus_refresh_flow(settings(profile, set_))
-    tables = [rich_table([result["kernelsynth"], result["training_corpus"]], title="corpus")]
-    if result["sources"]:
-        tables.insert(0, rich_table([{k: v for k, v in s.items() if k != "version"} for s in result["sources"]],
+    tables = [rich_table([result.kernelsynth, result.training_corpus], title="corpus")]
+    if result.sources:
+        tables.insert(0, rich_table([{k: v for k, v in s.items() if k != "version"} for s in result.sources],
                                     title="sources"))
-    return Outcome(result, result["training_corpus"]["version"], tables)
+    return Outcome(result.to_dict(), result.training_corpus_url, tables)
 
 
 @run_app.command("pretrain-then-adapt")

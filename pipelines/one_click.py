@@ -22,7 +22,7 @@ from infra.versions import list_versions, open_version
 from pipelines.adapt import run_adapt_flow
 from pipelines.pretrain import pretrain_artifacts, pretrain_task
 from pipelines.profile import Profile, as_profile, with_absolute_root
-from pipelines.refresh import corpus_refresh_flow
+from pipelines.refresh import RefreshResult, corpus_refresh_flow
 from pipelines.reporting import image_markdown, leakage_markdown, link_artifact, markdown_table
 from pipelines.runs import environment_record, new_run_id, run_url, write_run_manifest
 
@@ -54,11 +54,11 @@ def leakage_section(prof: Profile, corpus: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def corpus_record(refresh: dict[str, Any], storage_options: dict[str, Any]) -> dict[str, Any]:
+def corpus_record(refresh: RefreshResult, storage_options: dict[str, Any]) -> dict[str, Any]:
     return {
-        "sources": {s["source"]: version_record(s["version"], storage_options) for s in refresh["sources"]},
-        "kernelsynth": version_record(refresh["kernelsynth"]["version"], storage_options),
-        "training_corpus": version_record(refresh["training_corpus"]["version"], storage_options),
+        "sources": {s["source"]: version_record(s["version"], storage_options) for s in refresh.sources},
+        "kernelsynth": version_record(refresh.kernelsynth["version"], storage_options),
+        "training_corpus": version_record(refresh.training_corpus_url, storage_options),
     }
 
 

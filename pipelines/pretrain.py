@@ -43,7 +43,7 @@ def pretrain_task(
 def run_summary(final_url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Last step, last loss, throughput and worker restarts of the run whose final checkpoint is ``final_url``."""
     from training.metrics import count_restarts, read_metrics, step_records
-    from training.trainer import RunPaths
+    from training.paths import RunPaths
 
     paths = RunPaths.from_checkpoint(final_url)
     lines = read_metrics(paths.metrics_url, storage_options)
@@ -90,6 +90,6 @@ def pretrain_artifacts(url: str, storage_options: dict[str, Any] | None = None) 
 
 def default_checkpoint_url(out_root: str, run_name: str) -> str:
     """Where ``pretrain`` puts a run's final backbone (for flows that chain on a known run name)."""
-    from training.trainer import RunPaths
+    from training.paths import RunPaths
 
     return RunPaths.make(out_root, run_name).final_url

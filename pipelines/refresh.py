@@ -10,6 +10,7 @@ training corpus (:mod:`corpus.leakage`); what was checked and excluded is in its
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -25,6 +26,24 @@ from infra.versions import DatasetVersion
 from pipelines.ingest import ingest_task_for, retry_if_transient
 from pipelines.profile import BenchmarksConfig, Profile, as_profile, with_absolute_root
 from pipelines.reporting import leakage_markdown, markdown_table
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh made or reused: one row per source (``IngestResult.summary``), the synthesis' and the
+    training corpus' rows (``version_summary``, the latter with its leakage check)."""
+
+    sources: list[dict[str, Any]]
+    kernelsynth: dict[str, Any]
+    training_corpus: dict[str, Any]
+
+    @property
+    def training_corpus_url(self) -> str:
+        return self.training_corpus["version"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return asdict(self)
 
 
 def version_summary(stage: str, version: DatasetVersion, started: float) -> dict[str, Any]:
@@ -108,7 +127,7 @@ def _sources_or_raise(sources: list[Any], futures: list[Any]) -> list[dict[str, 
 
 
 @flow(name="corpus-refresh", log_prints=True)
-def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, Any] | None = None) -> RefreshResult:
     """Refresh the corpus of ``profile``; returns per-source rows, the synthesis and the training corpus."""
     prof = with_absolute_root(as_profile(profile, overrides))
     root, options = prof.storage.root, prof.storage.options
@@ -131,4 +150,4 @@ def corpus_refresh_flow(profile: str | Profile = "local", overrides: dict[str, A
              (corpus["leakage_excluded"] or {}).get("count", 0))
     create_markdown_artifact(key="corpus-refresh", markdown=refresh_markdown(sources, synth, corpus),
                              description="Corpus refresh summary")
-    return {"sources": sources, "kernelsynth": synth, "training_corpus": corpus}
+    return RefreshResult(sources, synth, corpus)

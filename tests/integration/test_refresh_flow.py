@@ -27,21 +27,21 @@ def test_refresh_reuses_unchanged_work_and_reingests_only_the_changed_source(pre
     profile = tiny_profile(tmp_path / "root", _sources(tmp_path))
 
     first = corpus_refresh_flow(profile)
-    assert not any(s["reused"] for s in first["sources"]) and not first["training_corpus"]["reused"]
-    corpus = first["training_corpus"]["version"]
+    assert not any(s["reused"] for s in first.sources) and not first.training_corpus["reused"]
+    corpus = first.training_corpus["version"]
     assert read_table(list_versions(str(tmp_path / "root"), "training_corpus")[0]).num_rows == 240
 
     second = corpus_refresh_flow(profile)
-    assert all(s["reused"] for s in second["sources"])
-    assert second["kernelsynth"]["reused"] and second["training_corpus"]["reused"]
-    assert second["training_corpus"]["version"] == corpus
+    assert all(s["reused"] for s in second.sources)
+    assert second.kernelsynth["reused"] and second.training_corpus["reused"]
+    assert second.training_corpus["version"] == corpus
     assert len(list_versions(str(tmp_path / "root"), "training_corpus")) == 1
 
     write_long_csv(tmp_path / "beta.csv", n_series=5, length=300, seed=2)  # one source changes
     third = corpus_refresh_flow(profile)
-    reused = {s["source"]: s["reused"] for s in third["sources"]}
+    reused = {s["source"]: s["reused"] for s in third.sources}
     assert reused == {"alpha": True, "beta": False}
-    assert third["kernelsynth"]["reused"] and not third["training_corpus"]["reused"]
+    assert third.kernelsynth["reused"] and not third.training_corpus["reused"]
     assert len(list_versions(str(tmp_path / "root"), "training_corpus")) == 2
 
 
@@ -67,9 +67,9 @@ def test_refresh_retries_a_transient_fault_and_fails_cleanly_on_a_lasting_one(pr
 
         threading.Thread(target=bring_back, daemon=True).start()
         ok = corpus_refresh_flow(profile)
-        assert ok["sources"][0]["series"] == 3
+        assert ok.sources[0]["series"] == 3
         good = list_versions(str(tmp_path / "root"), "training_corpus")
-        assert [v.url for v in good] == [ok["training_corpus"]["version"]]
+        assert [v.url for v in good] == [ok.training_corpus["version"]]
 
         gate.close()  # now it stays down: a changed config needs the source read again
         profile["balance"]["seed"] = 2
@@ -103,4 +103,4 @@ def test_a_unit_that_keeps_failing_fails_the_refresh_naming_it(prefect_harness, 
         corpus_refresh_flow(profile)
     after = {ds: [v.url for v in list_versions(str(tmp_path / "root"), ds)] for ds in datasets}
     assert after == before  # nothing published
-    assert open_version(first["training_corpus"]["version"]).num_rows == 240  # the previous version intact
+    assert open_version(first.training_corpus["version"]).num_rows == 240  # the previous version intact

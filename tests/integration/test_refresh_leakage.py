@@ -17,7 +17,7 @@ import pytest
 from corpus.blast.sampling import MIXUP_CELL, normalized_span
 from corpus.leakage import LeakageError
 from infra.versions import list_versions, open_version, read_side_table, read_table
-from pipelines.refresh import corpus_refresh_flow, refresh_markdown
+from pipelines.refresh import RefreshResult, corpus_refresh_flow, refresh_markdown
 from tests.conftest import real_data
 from tests.integration.tiny_profile import tiny_profile
 
@@ -61,8 +61,8 @@ CONTENT = {"grid_archive/feeder_7": "etth2", "grid_archive/feeder_9": "etth2", "
 ORDINARY = ["grid_archive/plant_a", "grid_archive/plant_b", "city_sensors/road_3", "city_sensors/road_4"]
 
 
-def _excluded(result: dict) -> dict[str, tuple[str, str]]:
-    entries = result["training_corpus"]["leakage_excluded"]["series"]
+def _excluded(result: RefreshResult) -> dict[str, tuple[str, str]]:
+    entries = result.training_corpus["leakage_excluded"]["series"]
     return {e["series_id"]: (e["benchmark"], e["matched_by"]) for e in entries}
 
 
@@ -99,7 +99,7 @@ def test_refresh_excludes_benchmark_series_by_identity_and_content(prefect_harne
     profile["benchmarks"]["data_dir"] = str(real_data("ett", "ETTh2.csv").parent.parent)
 
     first = corpus_refresh_flow(profile)
-    corpus = first["training_corpus"]
+    corpus = first.training_corpus
     got = _excluded(first)
     assert got == {k: (b, "identity") for k, b in IDENTITY.items()} | {k: (b, "content") for k, b in CONTENT.items()}
     assert corpus["leakage_excluded"]["count"] == 13
@@ -115,16 +115,16 @@ def test_refresh_excludes_benchmark_series_by_identity_and_content(prefect_harne
     # 7 x 272 aligned windows, less those too flat to fingerprint; 207 x 31 for los-loop
     assert 1700 < checks["etth2"]["windows"] <= 7 * 272 and 6000 < checks["los-loop"]["windows"] <= 207 * 31
     _assert_no_excluded_window_in_shards(corpus["version"], series, set(got))
-    report = refresh_markdown(first["sources"], first["kernelsynth"], corpus)
+    report = refresh_markdown(first.sources, first.kernelsynth, corpus)
     assert "## Benchmark leakage" in report and "**13 series excluded**" in report
     assert "| city_sensors/road_1 | los-loop | content |" in report
 
     again = corpus_refresh_flow(profile)  # the same benchmark list: the same version, no work
-    assert again["training_corpus"]["reused"] and again["training_corpus"]["version"] == corpus["version"]
+    assert again.training_corpus["reused"] and again.training_corpus["version"] == corpus["version"]
 
     profile["benchmarks"]["names"] = ["etth2"]  # another list: another corpus, los-loop's series now kept
     third = corpus_refresh_flow(profile)
-    assert not third["training_corpus"]["reused"] and third["training_corpus"]["version"] != corpus["version"]
+    assert not third.training_corpus["reused"] and third.training_corpus["version"] != corpus["version"]
     assert _excluded(third) == {k: v for k, v in got.items() if v[0] == "etth2"}
 
     profile["benchmarks"]["names"] = ["etth2", "pems08"]  # no PEMS08 data here: the refresh stops first
