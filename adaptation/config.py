@@ -166,6 +166,8 @@ class AdaptConfig(StrictModel):
             raise ValueError(f"stf_affinities has duplicates: {self.stf_affinities}")
         if len(set(self.modes)) != len(self.modes):
             raise ValueError(f"modes has duplicates: {self.modes}")
+        if self.horizons is not None and not self.horizons:
+            raise ValueError("horizons is empty: leave it unset for the paper's 12->12 and 96->96, or name pairs")
         for pair in self.horizons or ():
             if pair[0] < 1 or pair[1] < 1:
                 raise ValueError(f"horizon {pair}: input and output lengths must be >= 1")

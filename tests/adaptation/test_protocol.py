@@ -48,6 +48,8 @@ def test_default_horizons_give_both_paper_rows_with_mape_in_percent(checkpoint: 
     dataset = resolve_benchmark("exchange-rate", _exchange_rate(tmp_path))
     cfg = AdaptConfig(modes=("zero",), baselines=("seasonal_naive",), eval_stride=16, predictions_max_windows=1000)
     assert cfg.horizons is None and cfg.horizon_pairs() == PAPER_HORIZONS == ((12, 12), (96, 96))
+    with pytest.raises(ValidationError, match="horizons is empty"):
+        AdaptConfig(horizons=[])
     result = run_adaptation(checkpoint, dataset, cfg, str(tmp_path / "out"))
     rows = {(r["method"], r["horizon"]): r for r in result["rows"]}
     assert set(rows) == {(m, h) for m in ("factost", "seasonal_naive") for h in ("12->12", "96->96")}
