@@ -598,9 +598,9 @@ def run_pretrain_then_adapt(
     names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None
     prof = settings(profile, set_, {"benchmarks.data_dir": data_dir, "benchmarks.names": names})
     result = pretrain_then_adapt_flow(prof, refresh=refresh)
-    failed = {str(r.get("benchmark")): str(r.get("error", "failed")) for r in result["results"]
+    failed = {str(r.get("benchmark")): str(r.get("error", "failed")) for r in result.results
               if r.get("status") == "failed"}
-    return Outcome(result, result["report"], [_results_table(result["results"], result["run_id"])], failed=failed)
+    return Outcome(result.to_dict(), result.report, [_results_table(result.results, result.run_id)], failed=failed)
 
 
 @app.command()

@@ -8,6 +8,7 @@ manifest records everything ``rerun`` needs to execute the same work again.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,21 @@ from pipelines.runs import environment_record, new_run_id, run_url, write_run_ma
 
 REPORT_COLUMNS = ["benchmark", "method", "mode", "horizon", "mae", "rmse", "mape", "crps", "coverage_80",
                   "coverage_98", "norm_mae", "norm_rmse", "train_s", "adapted", "status"]
+
+
+@dataclass(frozen=True)
+class OneClickResult:
+    """A one-click run: its id, its status (``ok``, or ``failed`` when a benchmark failed), the report's URL and
+    the results rows (as ``adapt`` writes them)."""
+
+    run_id: str
+    report: str
+    results: list[dict[str, Any]]
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return asdict(self)
 
 
 def version_record(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +138,7 @@ def pretrain_then_adapt_flow(
     overrides: dict[str, Any] | None = None,
     run_id: str | None = None,
     training_corpus: str | None = None,
-) -> dict[str, Any]:
+) -> OneClickResult:
     """Run the whole job; returns the run id, the report's URL and the results rows.
 
     Without ``refresh`` the job pretrains on ``training_corpus`` (a version URL), else on the latest version.
@@ -188,5 +204,4 @@ def pretrain_then_adapt_flow(
         write_run_manifest(root, run_id, manifest, options)
         raise
     write_run_manifest(root, run_id, manifest, options)
-    return {"run_id": run_id, "report": manifest["report"], "results": manifest["results"],
-            "status": manifest["status"]}
+    return OneClickResult(run_id, manifest["report"], manifest["results"], manifest["status"])

@@ -130,10 +130,10 @@ def rerun_flow(
     )
     new_manifest = read_run_manifest(rerun_root, rerun_id, options)
     shard_problems = compare_shards(recorded_corpus, new_manifest.get("corpus") or {})
-    table, metric_problems = compare_metrics(manifest.get("results") or [], result["results"], tolerance)
+    table, metric_problems = compare_metrics(manifest.get("results") or [], result.results, tolerance)
     outcome = {"run_id": run_id, "rerun_id": rerun_id, "rerun_root": rerun_root, "comparison": table,
                "shard_problems": shard_problems, "metric_problems": metric_problems, "tolerance": tolerance,
-               "report": result["report"], "forced_over": differences}
+               "report": result.report, "forced_over": differences}
     for row in table:
         print(f"{row['benchmark']} {row['method']} {row['mode']} {row['horizon']} {row['metric']}: "
               f"recorded {row['recorded']:.6g} rerun {row['rerun']:.6g} ({row['rel_diff']:.2%}) {row['ok']}")

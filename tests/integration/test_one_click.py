@@ -40,7 +40,7 @@ def recorded_run(tmp_path_factory, prefect_harness):
 def test_report_and_manifest_are_complete(recorded_run) -> None:
     work, profile, result = recorded_run
     root = profile["storage"]["root"]
-    manifest = read_run_manifest(root, result["run_id"])
+    manifest = read_run_manifest(root, result.run_id)
     assert manifest["status"] == "ok", manifest.get("error") or manifest["adapt"]["failures"]
     assert MANIFEST_KEYS <= set(manifest)
     assert manifest["libraries"]["torch"].startswith("2.") and manifest["seeds"]["pretrain"] == 1
@@ -69,20 +69,20 @@ def test_report_and_manifest_are_complete(recorded_run) -> None:
     assert "## Adaptation results" in report and "seasonal_naive" in report and "loss_curve.png" in report
 
     listed = run_factost("runs", "--profile", str(_write_yaml(work, profile)))
-    assert result["run_id"] in listed.stdout and "ok" in listed.stdout
-    assert [r["run_id"] for r in list_runs(root)] == [result["run_id"]]
+    assert result.run_id in listed.stdout and "ok" in listed.stdout
+    assert [r["run_id"] for r in list_runs(root)] == [result.run_id]
 
 
 @pytest.mark.slow
 def test_rerun_reproduces_shards_and_metrics_and_refuses_without_inputs(recorded_run) -> None:
     work, profile, result = recorded_run
-    outcome = rerun_flow(result["run_id"], profile)
+    outcome = rerun_flow(result.run_id, profile)
     assert outcome["shard_problems"] == [] and outcome["metric_problems"] == []
     assert outcome["comparison"] and all(row["ok"] == "yes" for row in outcome["comparison"])
 
     (work / "sensors.csv").unlink()
     with pytest.raises(RerunRefused, match=r"recorded input .*sensors.csv of source 'sensors' is gone"):
-        rerun_flow(result["run_id"], profile)
+        rerun_flow(result.run_id, profile)
 
 
 def _write_yaml(work: Path, profile: dict) -> Path:
@@ -100,10 +100,10 @@ def test_runs_show_and_tensorboard_report_the_recorded_run(recorded_run) -> None
 
     work, profile, result = recorded_run
     root = Path(profile["storage"]["root"])
-    manifest = read_run_manifest(str(root), result["run_id"])
+    manifest = read_run_manifest(str(root), result.run_id)
     rows, report = manifest["results"], Path(manifest["report"]).read_text()
     listed = json.loads(run_factost("runs", "--profile", str(_write_yaml(work, profile)), "--json").stdout)
-    assert [r["run_id"] for r in listed] == [result["run_id"]] and listed[0]["status"] == "ok"
+    assert [r["run_id"] for r in listed] == [result.run_id] and listed[0]["status"] == "ok"
     assert listed[0]["duration_s"] == manifest["duration_s"]
     lines = listed[0]["metrics"]
     ours = [r for r in rows if r["method"] == "factost"]
@@ -119,7 +119,7 @@ def test_runs_show_and_tensorboard_report_the_recorded_run(recorded_run) -> None
 
     card = json.loads(run_factost("show", manifest["corpus"]["training_corpus"]["url"], "--json").stdout)
     made = {(d["kind"], d.get("run")) for d in card["lineage"]["down"]}
-    assert ("pretrain-then-adapt", result["run_id"]) in made and any(k == "pretrain" for k, _ in made)
+    assert ("pretrain-then-adapt", result.run_id) in made and any(k == "pretrain" for k, _ in made)
 
     from prefect.client.orchestration import get_client
 
@@ -133,14 +133,14 @@ def test_runs_show_and_tensorboard_report_the_recorded_run(recorded_run) -> None
     ended = started + timedelta(seconds=manifest["duration_s"] + 5)
     artifacts = [a for a in artifacts if a.created is not None and started <= a.created <= ended]
     by_key = {a.key: a for a in artifacts if a.key}
-    assert by_key["pretrain-then-adapt-report-file"].data == f"[report of run {result['run_id']}](file://{manifest['report']})"
+    assert by_key["pretrain-then-adapt-report-file"].data == f"[report of run {result.run_id}](file://{manifest['report']})"
     assert f"](file://{manifest['pretrain']['url']})" in by_key["pretrain-then-adapt-checkpoint"].data  # a link
     assert "data:image/png;base64," in by_key["pretrain-then-adapt-report"].data  # images render in the UI
     assert by_key["adapt-results"].type == "table" and by_key["pretrain-summary"].type == "table"
     progress = [a for a in artifacts if a.type == "progress" and "pretrain" in (a.description or "")]
     assert progress and progress[-1].data == 100.0  # followed the steps while it ran, ended at 100 %
 
-    events = root / "runs" / "adapt" / result["run_id"] / "tensorboard"
+    events = root / "runs" / "adapt" / result.run_id / "tensorboard"
     for row in ours:
         tag = f"{row['benchmark']}/factost-{row['mode']}-{row['horizon'].replace('->', 'to')}/test_mae"
         assert [v for _, v in tensorboard_scalars(events, tag)] == [row["mae"]]

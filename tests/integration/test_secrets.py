@@ -109,7 +109,7 @@ def test_credentials_never_persist(s3_server, prefect_harness, tmp_path: Path, m
         monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
         from_file = corpus_refresh_flow(load_profile(path))
 
-    assert result["status"] == "ok" and refreshed.training_corpus["reused"]
+    assert result.status == "ok" and refreshed.training_corpus["reused"]
     assert read_table(list_versions(f"s3://{bucket}/env", "training_corpus")[0]).num_rows == 240
     assert from_file.training_corpus["version"].startswith(f"s3://{bucket}/plain/")
     assert os.environ["AWS_ACCESS_KEY_ID"] == FILE_KEY  # the plain-text profile's key, resolved via the chain
