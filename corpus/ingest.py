@@ -388,16 +388,24 @@ def ingest_source(
     options = connector.parse_options(raw_options)
     inputs = source_inputs(source, fetched, storage_options)
     version_id = ingest_version_id(source, cfg, inputs)
+    storage = dict(storage_options or {})
+    work = join(root, WORK_FOLDER, dataset_name(source), version_id)
 
     def write(writer: VersionWriter) -> VersionRecord:
-        stats = _write_source(writer, options, fetched.source, cfg, root, storage_options, on_progress)
+        stats = _write_source(writer, options, fetched.source, cfg, work, storage, on_progress)
         return VersionRecord({"source": source.model_dump(), "ingest": cfg.model_dump(exclude={"sources"})}, inputs,
                              code_version("corpus", "infra"), stats)
 
-    published = publish_version(root, dataset_name(source), version_id, CANONICAL_SCHEMA, write, storage_options,
-                                part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes)
+    published = publish_version(
+        root, dataset_name(source), version_id, CANONICAL_SCHEMA, write, storage_options,
+        # never hide why the ingestion failed behind a failed clean-up
+        on_abort=lambda: _clear(work, storage, quiet=True),
+        part_max_rows=cfg.part_max_rows, part_max_bytes=cfg.part_max_bytes,
+    )
     if published.reused:
         log.info("source %s unchanged: reusing %s", source.name, published.version.url)
+    else:
+        _clear(work, storage)
     return IngestResult(source.name, published.version, reused=published.reused)
 
 
@@ -406,31 +414,24 @@ def _write_source(
     options: Any,
     source: SourceConfig,
     cfg: IngestConfig,
-    root: str,
-    storage_options: dict[str, Any] | None,
+    work: str,
+    storage: dict[str, Any],
     on_progress: Any,
 ) -> dict[str, Any]:
-    """Run the source's units on Ray and write the admitted rows and side tables; the stats. The work folder is
-    removed. ``source`` is the one to read: its remote inputs already replaced by their cached copies."""
-    storage = dict(storage_options or {})
+    """Run the source's units on Ray (their files under ``work``) and write the admitted rows and side tables;
+    the stats. ``source`` is the one to read: its remote inputs already replaced by their cached copies."""
     units = get_connector(source.kind).plan(source.paths, options, storage, cfg.chunk_bytes)
-    work = join(root, WORK_FOLDER, dataset_name(source), writer.version_id)
     jobs = [UnitJob(u, source.kind, options, source, cfg, join(work, f"unit-{i:05d}.parquet"), storage)
             for i, u in enumerate(units)]
     admission = _Admission(source, cfg)
     tally: StageRun[int] = StageRun(f"ingest {source.name}", len(jobs))
-    try:
-        _clear(work, storage)  # what a crashed run of this version left
-        for batch in _admitted(jobs, admission, tally):
-            writer.write(batch)
-            if on_progress is not None:
-                on_progress(admission.stats["series"], admission.stats["points"])
-        for name, table in admission.side_tables().items():
-            writer.write_side_table(name, table)
-    except BaseException:
-        _clear(work, storage, quiet=True)  # never hide why the ingestion failed behind a failed clean-up
-        raise
-    _clear(work, storage)
+    _clear(work, storage)  # what a crashed run of this version left
+    for batch in _admitted(jobs, admission, tally):
+        writer.write(batch)
+        if on_progress is not None:
+            on_progress(admission.stats["series"], admission.stats["points"])
+    for name, table in admission.side_tables().items():
+        writer.write_side_table(name, table)
     stats = admission.final_stats() | {"units": len(units), "ray_nodes": tally.node_counts()}
     if admission.quarantine:
         log.warning("source %s: %d series quarantined (%s)", source.name, len(admission.quarantine),

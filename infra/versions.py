@@ -578,9 +578,14 @@ def write_version(
     schema: pa.Schema,
     write: Callable[[VersionWriter], VersionRecord],
     storage_options: dict[str, Any] | None = None,
+    on_abort: Callable[[], None] | None = None,
     **writer_options: Any,
 ) -> DatasetVersion:
-    """Open a writer, let ``write`` fill it, then commit; any failure aborts the attempt (nothing is visible)."""
+    """Open a writer, let ``write`` fill it, then commit; any failure aborts the attempt (nothing is visible).
+
+    ``on_abort`` runs once the failed attempt is removed (a stage's clean-up of its work files); an abort that
+    fails itself raises without it, so its error is the one reported.
+    """
     writer = VersionWriter(root, dataset, version_id, schema, storage_options, **writer_options)
     try:
         record = write(writer)
@@ -588,6 +593,8 @@ def write_version(
                              stats=record.stats)
     except BaseException:
         writer.abort()
+        if on_abort is not None:
+            on_abort()
         raise
 
 
@@ -598,6 +605,7 @@ def publish_version(
     schema: pa.Schema,
     write: Callable[[VersionWriter], VersionRecord],
     storage_options: dict[str, Any] | None = None,
+    on_abort: Callable[[], None] | None = None,
     **writer_options: Any,
 ) -> Publication:
     """The one way a stage publishes: the version with this id if it is published, else ``write_version``.
@@ -608,5 +616,5 @@ def publish_version(
     existing = find_version(root, dataset, version_id, storage_options)
     if existing is not None:
         return Publication(existing, reused=True)
-    version = write_version(root, dataset, version_id, schema, write, storage_options, **writer_options)
+    version = write_version(root, dataset, version_id, schema, write, storage_options, on_abort, **writer_options)
     return Publication(version, reused=False)

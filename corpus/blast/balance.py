@@ -419,40 +419,43 @@ def balance(
     storage = dict(storage_options or {})
     versions = [open_version(u, storage) for u in corpus_urls]
     vid = blast_version_id(versions, cfg, leakage)
+    work_url = join(out_root, "_work", DATASET, vid)
+    writing: list[bool] = []  # set once the write pass starts: from then on there may be buckets to remove
 
     def write(writer: VersionWriter) -> VersionRecord:
-        return _balance_into(writer, versions, cfg, out_root, storage, progress, leakage)
+        return _balance_into(writer, versions, cfg, work_url, storage, progress, leakage, writing)
 
-    published = publish_version(out_root, DATASET, vid, TRAINING_CORPUS_SCHEMA, write, storage,
-                                part_max_rows=cfg.shard_rows, part_max_bytes=_NO_BYTE_LIMIT)
+    try:
+        published = publish_version(out_root, DATASET, vid, TRAINING_CORPUS_SCHEMA, write, storage,
+                                    part_max_rows=cfg.shard_rows, part_max_bytes=_NO_BYTE_LIMIT)
+    finally:
+        if writing:  # after the commit or the abort: the buckets are only ever read by this run
+            _remove_work(work_url, storage)
     if published.reused:
         log.info("training_corpus %s exists; nothing to do", vid)
     return published.version
 
 
 def _balance_into(
-    writer: VersionWriter, versions: list[DatasetVersion], cfg: BlastConfig, out_root: str, so: dict[str, Any],
-    progress: bool, leakage: LeakageFilter | None,
+    writer: VersionWriter, versions: list[DatasetVersion], cfg: BlastConfig, work_url: str, so: dict[str, Any],
+    progress: bool, leakage: LeakageFilter | None, writing: list[bool],
 ) -> VersionRecord:
-    """The three passes (score, plan, write) and the report into ``writer``; the work folder is removed."""
+    """The three passes (score, plan, write; buckets under ``work_url``) and the report into ``writer``."""
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    work_url = join(out_root, "_work", DATASET, writer.version_id)
-    try:
-        with _progress(progress) as track:
-            scores = score_pass(versions, cfg, so, track, leakage)
-            timings["score_s"] = time.perf_counter() - t_start
-            t0 = time.perf_counter()
-            plan = plan_pass(scores, cfg)
-            timings["project_s"] = time.perf_counter() - t0
-            passes = [
-                scores.tally, plan.tally, *write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)
-            ]
-            _write_report(writer, scores, plan, cfg)
-            timings["total_s"] = time.perf_counter() - t_start
-            stats = _stats(scores, plan, cfg, timings, passes)
-    finally:
-        _remove_work(work_url, so)
+    with _progress(progress) as track:
+        scores = score_pass(versions, cfg, so, track, leakage)
+        timings["score_s"] = time.perf_counter() - t_start
+        t0 = time.perf_counter()
+        plan = plan_pass(scores, cfg)
+        timings["project_s"] = time.perf_counter() - t0
+        writing.append(True)
+        passes = [
+            scores.tally, plan.tally, *write_pass(plan, scores, versions, cfg, so, work_url, writer, track, timings)
+        ]
+        _write_report(writer, scores, plan, cfg)
+        timings["total_s"] = time.perf_counter() - t_start
+        stats = _stats(scores, plan, cfg, timings, passes)
     inputs = [{"url": v.url, "dataset": v.dataset, "version_id": v.version_id} for v in versions]
     return VersionRecord(cfg.fingerprint(), inputs, code_version("corpus", "infra"), stats)
 
