@@ -9,6 +9,7 @@ A cluster is joined through an explicit address or ``RAY_ADDRESS``, and its reso
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from infra.config import AWS_CHAIN_VARIABLES
 from infra.storage import filesystem, is_local
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ LOCAL_CPU_OVERSUBSCRIPTION = 2
 MIN_LOCAL_CPUS = 4
 LOCAL_ADDRESSES = ("", "local")
 _INIT_LOCK = threading.Lock()  # stages run in threads of one flow (one task per source): one ray.init
+# Digest of the credential variables a local Ray started here was given (its workers inherit them at start)
+_LOCAL_CHAIN: list[str] = []
 REACH_TIMEOUT_S = 5.0  # an unreachable cluster address fails this fast instead of hanging in ray.init
 DEFAULT_S3_REGION = "us-east-1"
 
@@ -83,10 +87,14 @@ def _connect(
     """``ensure_ray``'s work, under its lock."""
     import ray
 
-    if ray.is_initialized():
-        res = ray.cluster_resources()
-        return RayHandle(None, False, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
     address = address if address is not None else os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        if not (_LOCAL_CHAIN and _LOCAL_CHAIN[0] != _chain_digest() and address in (None, *LOCAL_ADDRESSES)):
+            res = ray.cluster_resources()
+            return RayHandle(None, False, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
+        # a profile's credentials were exported after our local Ray started: its workers would lack them
+        log.info("restarting the local Ray so its workers get the storage credentials exported since it started")
+        ray.shutdown()
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     common: dict[str, Any] = {"log_to_driver": log_to_driver, "runtime_env": runtime_env}
     if address is not None and address not in LOCAL_ADDRESSES:
@@ -95,6 +103,7 @@ def _connect(
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
+        _LOCAL_CHAIN.clear()
         started = False
     else:
         # An explicit "local" must not be overridden by a RAY_ADDRESS left in the environment.
@@ -112,12 +121,19 @@ def _connect(
             _temp_dir=tmp,
             **common,
         )
+        _LOCAL_CHAIN[:] = [_chain_digest()]
         started = True
     res = ray.cluster_resources()
     handle = RayHandle(address if not started else None, started, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
     log.info("ray %s: %s CPUs, %s GPUs", "started locally" if started else f"joined {address}", handle.num_cpus,
              handle.num_gpus)
     return handle
+
+
+def _chain_digest() -> str:
+    """A digest (never the values) of the AWS credential variables this process would hand its children."""
+    names = sorted(set(AWS_CHAIN_VARIABLES.values()))
+    return hashlib.sha256("\0".join(os.environ.get(n, "") for n in names).encode()).hexdigest()
 
 
 def _init_local(**kwargs: Any) -> None:
