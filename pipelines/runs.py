@@ -74,7 +74,8 @@ OUR_METHOD = "factost"
 
 
 def _ok(row: dict[str, Any]) -> bool:
-    return row.get("status", "ok") == "ok"
+    """A row that produced metrics: "ok", or a result flagged as not adapted (a fact, not a failure)."""
+    return row.get("status", "ok") != "failed"
 
 
 def best_baseline(rows: list[dict[str, Any]], benchmark: str, horizon: str) -> dict[str, Any] | None:
@@ -90,7 +91,7 @@ def headline_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         if row.get("method") != OUR_METHOD or not _ok(row):
             continue
-        line = {k: row.get(k) for k in ("benchmark", "horizon", "mode", *BASELINE_METRICS)}
+        line = {k: row.get(k) for k in ("benchmark", "horizon", "mode", "adapted", *BASELINE_METRICS)}
         base = best_baseline(rows, row["benchmark"], row["horizon"])
         line["baseline"] = None if base is None else {
             "method": base["method"], "mode": base.get("mode"), **{k: base.get(k) for k in BASELINE_METRICS}}
