@@ -378,13 +378,21 @@ def build_filter(
     skip = {benchmark_name(k): v for k, v in cfg.unchecked.items()}
     per_benchmark: dict[str, np.ndarray] = {}
     checked = []
+    missing: list[str] = []
     for name in benchmarks:
         if name in skip:
             checked.append((name, "not checked", str(skip[name]).strip()))
             continue
-        per_benchmark[name] = benchmark_windows(_benchmark_values(name, data_dir, benchmark_options,
-                                                                  storage_options), cfg)
+        try:
+            values = _benchmark_values(name, data_dir, benchmark_options, storage_options)
+        except LeakageError as exc:  # every benchmark without data is named in one error, not one per rerun
+            missing.append(str(exc))
+            continue
+        per_benchmark[name] = benchmark_windows(values, cfg)
         checked.append((name, "checked", ""))
+    if missing:
+        raise LeakageError(missing[0] if len(missing) == 1 else
+                           f"{len(missing)} benchmarks have no data here: " + " | ".join(missing))
     index = FingerprintIndex.build(per_benchmark, cfg.window, cfg.mantissa_bits)
     sha = index.sha256()
     url = None
