@@ -166,6 +166,18 @@ def hf_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
+def auth_headers(url: str) -> dict[str, str]:
+    """``HF_TOKEN`` as a bearer token for requests to the Hub (gated or private repositories), else nothing.
+
+    The token is read from the environment at each request and only sent to the Hub's own host (aiohttp drops
+    it on a redirect to another host, e.g. the Hub's CDN); it is never stored, logged or put in an error.
+    """
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if not token or not url.startswith(hf_endpoint() + "/"):
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
 def parse_hf(url: str) -> tuple[str, str, str]:
     """``hf://datasets/OWNER/REPO[@REV]/PATH`` -> (``OWNER/REPO``, revision, path inside the repository)."""
     rest = url[len("hf://"):]
@@ -266,6 +278,9 @@ def _classify(exc: BaseException, url: str) -> BaseException:
         text = f"GET {url}: HTTP {exc.status} {exc.message}".rstrip()
         if exc.status in (404, 410):
             return RemoteNotFoundError(text)
+        if exc.status in (401, 403) and url.startswith(hf_endpoint() + "/"):
+            hint = "HF_TOKEN was refused" if auth_headers(url) else "set HF_TOKEN"
+            return RemoteStatusError(f"{text} ({hint}: the repository is gated or private)")
         if exc.status >= 500 or exc.status in (408, 429):
             return RemoteUnavailableError(text)
         return RemoteStatusError(text)
@@ -296,7 +311,7 @@ def _get_small(url: str, settings: FetchSettings) -> tuple[bytes, dict[str, str]
     """A small document (an API answer) and its headers, with the same retries as a file."""
 
     def get() -> tuple[bytes, dict[str, str]]:
-        with _http_fs(settings).open(url, "rb", block_size=0, size=1) as fh:
+        with _http_fs(settings).open(url, "rb", block_size=0, size=1, headers=auth_headers(url)) as fh:
             return fh.read(), dict(fh.r.headers)
 
     return _retrying(get, url, settings)
@@ -312,7 +327,8 @@ class _Transfer:
         self.validator: str | None = None  # ETag or Last-Modified of the first answer, for If-Range
 
     def attempt(self) -> None:
-        headers = {"Accept-Encoding": "identity"}  # byte offsets must be the file's, not a compressed stream's
+        # byte offsets must be the file's, not a compressed stream's
+        headers = {"Accept-Encoding": "identity", **auth_headers(self.url)}
         if self.done and self.validator:
             headers |= {"Range": f"bytes={self.done}-", "If-Range": self.validator}
         with _http_fs(self.settings).open(self.url, "rb", block_size=0, size=1, headers=headers) as fh:

@@ -37,6 +37,7 @@ class FileServer:
     files: dict[str, Served] = field(default_factory=dict)
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     honour_ranges: bool = True
+    token: str | None = None  # when set, the Hub's paths (/api/, /datasets/) need "Authorization: Bearer <token>"
     port: int = 0
     _httpd: Any = None
 
@@ -73,6 +74,9 @@ def start_file_server() -> FileServer:
         def _answer(self, head: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             state.log.append((self.command, path, self.headers.get("Range")))
+            hub = path.startswith(("/api/", "/datasets/"))
+            if hub and state.token and self.headers.get("Authorization") != f"Bearer {state.token}":
+                return self._plain(401, b'{"error": "gated repository"}', "application/json")
             tree = _TREE.match(path)
             if tree is not None:
                 return self._tree(tree["repo"], tree["rev"], tree["path"].strip("/"))

@@ -28,6 +28,7 @@ from infra.fetch import (
     ChecksumMismatchError,
     FetchSettings,
     RemoteNotFoundError,
+    RemoteStatusError,
     fetch_input,
 )
 from infra.versions import list_versions, read_table
@@ -158,6 +159,36 @@ def test_hf_dataset_folder_is_listed_through_the_hub_api_and_ingested(
     with pytest.raises(ChecksumMismatchError, match=hashlib.sha256(server.files[arrow].body).hexdigest()):
         fetch_input("hf://datasets/Salesforce/lotsa_data/mini", tmp_path / "cache" / "lotsa_mini", FAST)
     assert not (tmp_path / "cache" / "lotsa_mini" / "mini" / "data-00000-of-00002.arrow").exists()
+
+
+def test_gated_hub_repository_needs_hf_token_which_is_sent_only_to_the_hub_and_never_kept(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "hf_GATEDTOKEN4711"
+    rows = write_arrow_folder(tmp_path / "written")
+    for file in sorted((tmp_path / "written").iterdir()):
+        server.add(f"/datasets/org/gated/resolve/main/mini/{file.name}", file.read_bytes(),
+                   lfs=file.suffix == ".arrow")
+    server.token = token
+    monkeypatch.setenv("HF_ENDPOINT", server.url("").rstrip("/"))
+    source = SourceConfig(name="gated_mini", kind="lotsa", paths=["hf://datasets/org/gated/mini"])
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    with pytest.raises(RemoteStatusError, match=r"HTTP 401 .*\(set HF_TOKEN: the repository is gated or private\)"):
+        ingest_source(source, ingest_cfg(tmp_path), str(tmp_path / "root"))
+    assert list_versions(str(tmp_path / "root"), "gated_mini") == []
+
+    monkeypatch.setenv("HF_TOKEN", "hf_WRONG")
+    with pytest.raises(RemoteStatusError, match=r"HF_TOKEN was refused") as refused:
+        fetch_input("hf://datasets/org/gated/mini", tmp_path / "cache" / "gated_mini", FAST)
+    assert "hf_WRONG" not in str(refused.value)
+
+    monkeypatch.setenv("HF_TOKEN", token)
+    result = ingest_source(source, ingest_cfg(tmp_path), str(tmp_path / "root"))
+    assert len(targets(result.version)) == len(rows) == 6
+    written = [p for p in (tmp_path / "root").rglob("*") if p.is_file()] + [
+        p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".arrow"]
+    assert written and not [p for p in written if token.encode() in p.read_bytes()]
 
 
 def test_m4_csv_pair_is_fetched_and_joined(server: FileServer, tmp_path: Path) -> None:
