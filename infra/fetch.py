@@ -26,7 +26,6 @@ download again and record what the server serves now.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import posixpath
@@ -106,11 +105,9 @@ def is_remote(url: str) -> bool:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The sha256 of a local file, streamed (the one content hash ingest fingerprints inputs with)."""
+    fs, local = filesystem(str(path))
+    return file_fingerprint(fs, local)["sha256"]
 
 
 def default_cache_dir(storage_root: str | None) -> str:
