@@ -772,10 +772,19 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}"
 
 
+def _orphaned_connection_error(record: logging.LogRecord) -> bool:
+    """Keep an asyncio record unless it is a connection error of a write task nobody awaited: aiohttp (under
+    s3fs) leaves those behind when a store goes away mid-request, and the request's own error already carries
+    the failure to the one-line message below."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, ConnectionError) and record.getMessage().startswith("Task exception was never"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors exit 2 with the usage line, any other failure one line on stderr and exit 1."""
     level = os.environ.get("FACTOST_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncio").addFilter(_orphaned_connection_error)
     for handler in logging.getLogger().handlers:  # the terminal shows FACTOST_LOG_LEVEL and up; Prefect gets INFO
         handler.setLevel(level)
     try:

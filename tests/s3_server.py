@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -92,7 +93,19 @@ class NetworkGate:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._streams: set[socket.socket] = set()
+        self._hold_pattern: re.Pattern[bytes] | None = None
+        self._hold_after = 0
+        self.held = threading.Event()  # set once requests are being held (see ``hold_requests_after``)
         self.open()
+
+    def hold_requests_after(self, request_line: str, occurrences: int) -> threading.Event:
+        """From the request whose first line matches the regex ``request_line`` for the ``occurrences``-th time
+        on, hold every new request
+        (its bytes are never forwarded) while requests already sent finish: a client frozen at a known point,
+        so a test acts there instead of racing a fast client. Returns the event set when holding starts."""
+        with self._lock:
+            self._hold_pattern, self._hold_after = re.compile(request_line.encode()), occurrences
+        return self.held
 
     def endpoint_options(self, server: MotoServer) -> dict[str, Any]:
         """``server``'s storage options with the endpoint moved to this gate."""
@@ -131,12 +144,11 @@ class NetworkGate:
                 self._streams.update((client, upstream))
             threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
 
-    @classmethod
-    def _forward(cls, client: socket.socket, upstream: socket.socket) -> None:
+    def _forward(self, client: socket.socket, upstream: socket.socket) -> None:
         """Pipe both ways; close the pair only when both pipes are done, so no thread uses a closed (and maybe
         reused: Ray's gRPC opens sockets all the time in the same process) file descriptor."""
-        pipes = [threading.Thread(target=cls._pipe, args=pair, daemon=True)
-                 for pair in ((client, upstream), (upstream, client))]
+        pipes = [threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True),
+                 threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True)]
         for pipe in pipes:
             pipe.start()
         for pipe in pipes:
@@ -144,10 +156,13 @@ class NetworkGate:
         _shut(client, close=True)
         _shut(upstream, close=True)
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, to_server: bool) -> None:
         try:
             while data := src.recv(65536):
+                if to_server and self._holds(data):
+                    while src.recv(65536):  # swallowed: the client waits on an open stream until close()
+                        pass
+                    return
                 dst.sendall(data)
         except OSError:
             pass
@@ -155,7 +170,20 @@ class NetworkGate:
             _shut(src)
             _shut(dst)
 
+    def _holds(self, data: bytes) -> bool:
+        """Whether this client-to-server chunk is held: only chunks that start a request are, so a body already
+        under way still arrives whole."""
+        if self._hold_pattern is None or not data.startswith(_REQUEST_STARTS):
+            return False
+        with self._lock:
+            if not self.held.is_set() and self._hold_pattern.match(data.split(b"\r\n", 1)[0]):
+                self._hold_after -= 1
+                if self._hold_after <= 0:
+                    self.held.set()
+            return self.held.is_set()
 
+
+_REQUEST_STARTS = (b"GET ", b"PUT ", b"POST ", b"HEAD ", b"DELETE ")
 _SHUT_LOCK = threading.Lock()
 
 

@@ -16,7 +16,7 @@ from corpus.ingest import ingest_source
 from infra.versions import list_versions, read_table
 from tests.conftest import real_data
 from tests.integration.cli_helpers import FACTOST, last_line, run_factost
-from tests.s3_server import make_bucket, start_moto
+from tests.s3_server import NetworkGate, make_bucket, start_moto
 
 
 def test_tsf_ingested_from_s3_to_s3_equals_local_ingest(s3_bucket, tmp_path: Path) -> None:
@@ -53,11 +53,12 @@ def _long_csv(path: Path, n_series: int, length: int, offset: float) -> None:
 
 def test_killing_the_server_mid_write_leaves_previous_version_and_no_partial_one(tmp_path: Path) -> None:
     server = start_moto(recording=tmp_path / "moto-journal")
+    gate = NetworkGate(server.port)  # holds the writer after its first part, so the kill lands mid-write
     try:
         make_bucket(server, "crash")
         profile = tmp_path / "profile.yaml"
         profile.write_text(yaml.safe_dump({
-            "storage": {"root": "s3://crash/root", "options": server.storage_options},
+            "storage": {"root": "s3://crash/root", "options": gate.endpoint_options(server)},
             "ingest": {"part_max_rows": 40, "batch_rows": 40},
         }))
         data = tmp_path / "in.csv"
@@ -67,24 +68,25 @@ def test_killing_the_server_mid_write_leaves_previous_version_and_no_partial_one
         v1_id = v1_url.rstrip("/").rsplit("/", 3)[-3]  # .../<version id>/<attempt>/data/
 
         _long_csv(data, n_series=3000, length=48, offset=1.0)  # changed input: a new version, 75 parts
+        held = gate.hold_requests_after(r"PUT \S*/part-", occurrences=2)
         proc = subprocess.Popen(
             [FACTOST, "ingest", "long", str(data), "--name", "sensors", "--freq", "h", "--profile", str(profile)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        assert held.wait(timeout=180), "the second ingestion never started writing parts"
         fs = s3fs.S3FileSystem(**server.storage_options, skip_instance_cache=True)
-        deadline = time.monotonic() + 120
         parts_seen: list[str] = []
-        while time.monotonic() < deadline and proc.poll() is None:
+        deadline = time.monotonic() + 60
+        while not parts_seen and time.monotonic() < deadline:  # the first part's PUT was let through whole
             fs.invalidate_cache()
             parts_seen = [p for p in fs.find("crash/root/corpus/sensors") if "/part-" in p and v1_id not in p]
-            if parts_seen:
-                break
-            time.sleep(0.02)
-        assert parts_seen, "the second ingestion never started writing parts"
+            time.sleep(0.05)
+        assert parts_seen, "the first part of the second ingestion never landed"
         server.kill()  # mid-write: parts of the new version exist, its manifest does not
+        gate.close()
         _, stderr = proc.communicate(timeout=180)
         assert proc.returncode == 1, stderr
-        assert len([line for line in stderr.strip().splitlines() if line.strip()]) == 1
+        assert len([line for line in stderr.strip().splitlines() if line.strip()]) == 1, stderr
 
         # A new server with the killed one's state: every request it had received is replayed.
         server = start_moto(port=server.port, recording=tmp_path / "moto-journal")
@@ -96,4 +98,5 @@ def test_killing_the_server_mid_write_leaves_previous_version_and_no_partial_one
         orphan_parts = [p for p in fs.find("crash/root/corpus/sensors") if "/part-" in p and v1_id not in p]
         assert orphan_parts, "the replayed state should hold the orphan parts of the interrupted version"
     finally:
+        gate.close()
         server.kill()
