@@ -20,6 +20,14 @@ def test_local_profile_loads_with_embedded_defaults() -> None:
     assert prof.ray.address is None
 
 
+def test_zero_shot_recipe_profile_is_synthetic_only_and_fits_its_horizons() -> None:
+    prof = load_profile("zero-shot")
+    assert prof.ingest.sources == []  # nothing real in its corpus: every evaluated dataset is unseen
+    backbone = prof.pretrain.backbone_config()
+    assert (backbone.d_model, backbone.num_layers, backbone.dropout) == (128, 3, 0.0)
+    assert backbone.max_horizon >= 48 and backbone.max_context == prof.pretrain.context_length == 512
+
+
 def test_cluster_profile_leaves_credentials_to_the_standard_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
