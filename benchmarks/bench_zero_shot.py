@@ -100,19 +100,35 @@ def relative(scores: dict[str, Score], method: str, metric: str) -> dict[str, fl
 
 
 def pretrain_budgets(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """Refresh once, then one pretraining per budget; CPU seconds of each command's process tree."""
+    """Refresh once, then one pretraining per budget; CPU seconds of each command's process tree.
+
+    Each finished command's figures go to ``measured.json`` in the work folder; a rerun on the same ``--out``
+    takes them from there (the CLI then returns the published corpus and finished checkpoints at once, so
+    measuring it again would count nothing) and runs only what is missing.
+    """
+    record_path = work / "measured.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+
+    def measured(key: str, cmd: list[str]) -> dict[str, Any]:
+        if key not in record:
+            url, _, cpu = run_measured(cmd)
+            record[key] = {"url": url, "cpu_s": cpu.cpu_seconds}
+            record_path.write_text(json.dumps(record, indent=1))
+        return record[key]
+
     root = ["--set", f"storage.root={work / 'store'}"]
-    corpus, corpus_wall, corpus_cpu = run_measured([FACTOST, "run", "refresh", "--profile", str(args.profile), *root])
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = measured("corpus", [FACTOST, "run", "refresh", "--profile", str(args.profile), *root])
     recipe_steps = load_profile(str(args.profile)).pretrain.steps
     runs = []
     for share in args.budgets:
         steps = max(1, round(recipe_steps * share))
-        ckpt, wall, cpu = run_measured([
-            FACTOST, "pretrain", "--profile", str(args.profile), *root, "--corpus", corpus, "--no-flow",
+        run = measured(f"steps-{steps}", [
+            FACTOST, "pretrain", "--profile", str(args.profile), *root, "--corpus", corpus["url"], "--no-flow",
             "--set", f"pretrain.steps={steps}", "--run-name", f"zero-shot-{steps}",
         ])
-        runs.append({"share": share, "steps": steps, "checkpoint": ckpt, "wall_s": wall + corpus_wall,
-                     "cpu_s": cpu.cpu_seconds + corpus_cpu.cpu_seconds, "corpus_cpu_s": corpus_cpu.cpu_seconds})
+        runs.append({"share": share, "steps": steps, "checkpoint": run["url"], "cpu_s": run["cpu_s"] + corpus["cpu_s"],
+                     "corpus_cpu_s": corpus["cpu_s"]})
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "checkpoint"}), flush=True)
     return runs
 
