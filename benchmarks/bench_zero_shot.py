@@ -181,7 +181,8 @@ def main() -> None:
                               {"--out": "OUT", "--data-dir": "DATA_DIR", "--profile": "PROFILE"})
         write_doc_section(DOC, "zero-shot-budgets", f"Command: `{command}`\n\n{text}",
                           title="# Zero-shot: what pretraining compute buys\n")
-        summary = (f"recipe ({recipe['cpu_s'] / 60:.1f} CPU-min): geometric-mean relative MASE **{verdict:.3f}** "
+        label = "recipe" if recipe["share"] == 1 else f"{recipe['share']:g}x the recipe's steps"
+        summary = (f"{label} ({recipe['cpu_s'] / 60:.1f} CPU-min): geometric-mean relative MASE **{verdict:.3f}** "
                    f"over {len(SUITE)} unseen datasets; see [zero_shot.md](benchmarks/zero_shot.md)\n")
         write_doc_section(SUMMARY_DOC, "zero-shot-summary", f"Command: `{command}`: {summary}")
     if not math.isfinite(verdict):
