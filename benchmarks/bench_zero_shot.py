@@ -51,7 +51,6 @@ DOC = ROOT / "docs" / "benchmarks" / "zero_shot.md"
 SUMMARY_DOC = ROOT / "docs" / "benchmarks.md"
 PROFILE = ROOT / "configs" / "zero-shot.yaml"
 BASELINES = ("seasonal_naive", "auto_ets", "auto_theta")
-CPU_BUDGET_MINUTES = 30.0  # the recipe's promise: corpus and pretraining within this on a CPU
 
 
 @dataclass(frozen=True)

@@ -100,9 +100,9 @@ class NetworkGate:
 
     def hold_requests_after(self, request_line: str, occurrences: int) -> threading.Event:
         """From the request whose first line matches the regex ``request_line`` for the ``occurrences``-th time
-        on, hold every new request
-        (its bytes are never forwarded) while requests already sent finish: a client frozen at a known point,
-        so a test acts there instead of racing a fast client. Returns the event set when holding starts."""
+        on, hold every new request (its bytes are never forwarded) while requests already sent finish: a client
+        frozen at a known point, so a test acts there instead of racing a fast client. Returns the event set when
+        holding starts."""
         with self._lock:
             self._hold_pattern, self._hold_after = re.compile(request_line.encode()), occurrences
         return self.held
