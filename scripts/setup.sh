@@ -18,6 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # GPU users: FACTOST_TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" bash scripts/setup.sh
 # shellcheck disable=SC2086
 .venv/bin/pip install -q $TORCH_SPEC
-DS_BUILD_OPS=0 .venv/bin/pip install -q -e ".[dev]"
+# benchmarks: the fev and GIFT-Eval adapters (their tests run in the suite)
+DS_BUILD_OPS=0 .venv/bin/pip install -q -e ".[dev,benchmarks]"
 echo "$want" > "$stamp"
 echo "[setup] ready: $(.venv/bin/python -c 'import torch,ray,prefect,deepspeed;print("torch",torch.__version__,"ray",ray.__version__,"prefect",prefect.__version__,"deepspeed",deepspeed.__version__)' 2>/dev/null)" >&2
