@@ -1,8 +1,9 @@
 """The pretraining data pipeline: corpus shards -> Ray Data (read, crop, mask, z-clip) -> exact per-worker batches.
 
-Shape of the stream. Epoch ``e`` is ``read_parquet`` over the corpus version's parts (file order shuffled once,
-seeded) followed by ``map_batches(crop_windows)`` with the epoch as argument; the run's dataset is the union of
-the epochs it needs, executed once, streaming, in order (``preserve_order``), split evenly over the workers.
+Shape of the stream. The run's dataset is one map over the ``(epoch, part)`` units of the epochs it needs: each
+task reads one corpus part and crops its rows' windows for that epoch (``crop_windows``), the parts of an epoch
+in a seeded order of their own; it runs once, streaming, in order (``preserve_order``), split evenly over the
+workers.
 Each window's crop, mask and clip come from an rng seeded by ``(seed, epoch, sample_id, j)``, so a window is a
 pure function of its data position, whichever worker or task happens to build it.
 
@@ -164,12 +165,37 @@ def planned_epochs(num_rows: int, acceptance: float, cfg: PretrainConfig, window
     return max(1, math.ceil(windows_needed / per_epoch)) + cfg.data.extra_epochs
 
 
+def epoch_part_order(n_parts: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
+    """The order epoch ``epoch`` reads the corpus parts in: a seeded permutation per epoch, or file order."""
+    if not shuffle:
+        return list(range(n_parts))
+    return np.random.default_rng([seed, FILE_SHUFFLE_STREAM, epoch]).permutation(n_parts).tolist()
+
+
+def read_and_crop(
+    units: dict[str, np.ndarray], paths: list[str], fs: Any, spec: WindowSpec, rows_per_block: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data map over ``(epoch, part)`` units: read the part and yield its windows for that epoch, one block
+    per ``rows_per_block`` corpus rows (``crop_windows`` on each)."""
+    for epoch, part in zip(units["epoch"].tolist(), units["part"].tolist(), strict=True):
+        source = paths[part] if fs is None else fs.open_input_file(paths[part])
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=rows_per_block, columns=list(REQUIRED_COLUMNS)):
+            rows = {"sample_id": batch.column("sample_id").to_numpy(),
+                    "values": batch.column("values").to_numpy(zero_copy_only=False)}
+            yield crop_windows(rows, epoch, spec)
+
+
 def build_dataset(
     version: DatasetVersion, cfg: PretrainConfig, start_epoch: int, num_epochs: int
 ) -> Any:  # ray.data.Dataset (Ray imported lazily: this module is also used without Ray)
-    """The run's window stream: epochs ``start_epoch .. start_epoch + num_epochs - 1``, lazily, in order."""
+    """The run's window stream: epochs ``start_epoch .. start_epoch + num_epochs - 1``, lazily, in order.
+
+    One map over ``(epoch, part)`` units rather than one read-and-map per epoch joined by ``union``: the plan
+    has two operators whatever the number of epochs, where a union of E branches made Ray Data's scheduler
+    walk 2E operators on every step (2.5x the pipeline's CPU at 57 epochs; docs/benchmarks/pretrain.md).
+    """
     import ray.data
-    from ray.data import DataContext, FileShuffleConfig
+    from ray.data import DataContext
 
     ctx = DataContext.get_current()
     # Ray Data's per-operator progress bars flood a training log (the driver shows the run's own progress).
@@ -179,28 +205,14 @@ def build_dataset(
         raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
     fs, _ = pyarrow_filesystem(version.part_urls[0], version.storage_options)
     paths = [pyarrow_filesystem(u, version.storage_options)[1] for u in version.part_urls]
+    units = [{"epoch": epoch, "part": part}
+             for epoch in range(start_epoch, start_epoch + num_epochs)
+             for part in epoch_part_order(len(paths), cfg.seed, epoch, cfg.data.shuffle_files)]
     spec = WindowSpec.from_config(cfg)
-    shuffle = FileShuffleConfig(seed=cfg.seed * FILE_SHUFFLE_STREAM) if cfg.data.shuffle_files else None
-    # Ray 2.60's default Parquet reader (datasource V2) spends seconds in a ListFiles task per execution, even
-    # for two local files; the V1 reader lists on the driver and starts reading at once (docs/benchmarks/pretrain.md
-    # has the figures). One read serves every epoch: each read_parquet call pays driver-side metadata sampling,
-    # and an epoch differs from the last by its windows (the rng is seeded with the epoch), not by its file order.
-    saved, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
-    try:
-        rows = ray.data.read_parquet(
-            paths, filesystem=fs, columns=list(REQUIRED_COLUMNS), shuffle=shuffle,
-            concurrency=cfg.data.read_concurrency,
-        )
-    finally:
-        ctx.use_datasource_v2 = saved
-    epochs = [
-        rows.map_batches(
-            crop_windows, fn_kwargs={"epoch": epoch, "spec": spec}, batch_size=cfg.data.map_batch_rows,
-            batch_format="numpy", zero_copy_batch=True,
-        )
-        for epoch in range(start_epoch, start_epoch + num_epochs)
-    ]
-    return epochs[0] if len(epochs) == 1 else epochs[0].union(*epochs[1:])
+    return ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
+        read_and_crop, fn_kwargs={"paths": paths, "fs": fs, "spec": spec, "rows_per_block": cfg.data.map_batch_rows},
+        batch_size=1, batch_format="numpy", concurrency=cfg.data.read_concurrency,
+    )
 
 
 @dataclass

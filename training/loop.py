@@ -301,7 +301,7 @@ def stream_skip(state: dict[str, Any], settings: LoopSettings, rank: int, world:
     """Windows of its own stream this rank skips to go on exactly where it stopped, when the checkpoint was written
     on this very dataset (a Ray Train restart inside one ``pretrain`` call) by as many workers; else None.
 
-    Why not the combined position: Ray Data deals the union of epochs to the workers block by block, so one
+    Why not the combined position: Ray Data deals the stream's blocks to the workers as they ask, so one
     worker's stream can be in another epoch than its neighbour's. A rerun on a new dataset can only start from the
     earliest epoch; the same dataset replays every worker's stream in the same order, so each rank's own count is
     exact.
