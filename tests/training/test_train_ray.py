@@ -26,7 +26,7 @@ import torch
 
 from infra.storage import join
 from training.config import PretrainConfig
-from training.data import sine_series, write_sine_corpus
+from training.data import build_dataset, epoch_part_order, sine_series, write_sine_corpus
 from training.forecast import forecast_median
 from training.io import from_pretrained
 from training.metrics import read_metrics, step_records
@@ -224,3 +224,29 @@ def test_corpus_and_checkpoints_on_s3(s3_bucket: tuple[str, dict]) -> None:
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(f"{paths.ray_run_url}/{final.checkpoint_dir}/ds")]
     assert sum("optim_states" in n for n in names) == 2
     assert fs.exists(paths.loss_curve_url)
+
+
+def test_stream_delivers_the_epochs_in_order(tmp_path: Path) -> None:
+    """Through Ray Data as the trainer reads it (ordered streaming split): epoch by epoch from the start epoch,
+    every row once per epoch, the parts of each epoch in that epoch's seeded order."""
+    import ray.data
+
+    from infra.ray_runtime import ensure_ray, shutdown_ray
+    from infra.versions import open_version
+
+    version = open_version(write_sine_corpus(str(tmp_path), n_series=40, length=300, part_max_rows=10).url)
+    cfg = PretrainConfig(**{**BASE, "num_workers": 1, "steps": 10, "data": {"map_batch_rows": 4}})
+    handle = ensure_ray(None, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        (shard,) = build_dataset(version, cfg, 2, 4).streaming_split(1, equal=True)
+        batches = list(shard.iter_batches(batch_size=7, batch_format="numpy"))
+    finally:
+        shutdown_ray(handle)
+    epochs = np.concatenate([b["epoch"] for b in batches])
+    ids = np.concatenate([b["sample_id"] for b in batches])
+    assert epochs.tolist() == sorted(epochs.tolist()) and sorted(set(epochs.tolist())) == [2, 3, 4, 5]
+    for epoch in (2, 3, 4, 5):
+        first_ids = ids[epochs == epoch][::10] // 10  # sample ids 0..39 in parts of 10 rows: id // 10 = part
+        assert first_ids.tolist() == epoch_part_order(4, cfg.seed, epoch, shuffle=True)
+        assert sorted(ids[epochs == epoch].tolist()) == list(range(40))

@@ -17,9 +17,11 @@ from training.data import (
     ExactBatches,
     WindowSpec,
     crop_windows,
+    epoch_part_order,
     future_patches_for_step,
     open_corpus,
     planned_epochs,
+    read_and_crop,
     window_acceptance,
     write_sine_corpus,
 )
@@ -112,6 +114,29 @@ def test_crop_windows_is_a_pure_function_of_position() -> None:
     half = {k: v[3:] for k, v in _rows().items()}
     d = crop_windows(half, epoch=3, spec=spec)
     np.testing.assert_array_equal(d["context"], a["context"][4:])
+
+
+def test_read_and_crop_yields_each_parts_windows_for_its_epoch(tmp_path) -> None:
+    """A unit (epoch, part) reads that part and crops exactly what crop_windows gives its rows at that epoch,
+    one block per map_batch_rows rows; parts are read in a seeded order of each epoch's own."""
+    version = write_sine_corpus(str(tmp_path), n_series=20, length=200, part_max_rows=8)
+    paths = [pyarrow_filesystem(u)[1] for u in version.part_urls]
+    assert len(paths) == 3
+    spec = WindowSpec.from_config(PretrainConfig(**SMALL))
+    units = {"epoch": np.array([5, 2]), "part": np.array([1, 0])}
+    blocks = list(read_and_crop(units, paths, None, spec, rows_per_block=3))
+    assert [len(b["sample_id"]) for b in blocks] == [3, 3, 2, 3, 3, 2]  # parts of 8 rows in blocks of 3
+    for part, epoch, got in ((1, 5, blocks[:3]), (0, 2, blocks[3:])):
+        table = pq.read_table(paths[part])
+        rows = {"sample_id": table.column("sample_id").to_numpy(),
+                "values": table.column("values").to_numpy(zero_copy_only=False)}
+        expected = crop_windows(rows, epoch, spec)
+        np.testing.assert_array_equal(np.concatenate([b["context"] for b in got]), expected["context"])
+        assert set(np.concatenate([b["epoch"] for b in got]).tolist()) == {epoch}
+    orders = [epoch_part_order(10, 0, e, shuffle=True) for e in range(4)]
+    assert all(sorted(o) == list(range(10)) for o in orders) and len({tuple(o) for o in orders}) == 4
+    assert orders[2] == epoch_part_order(10, 0, 2, shuffle=True) != epoch_part_order(10, 1, 2, shuffle=True)
+    assert epoch_part_order(10, 0, 3, shuffle=False) == list(range(10))
 
 
 def test_future_patches_are_drawn_per_step_and_reproducible() -> None:
