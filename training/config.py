@@ -24,7 +24,7 @@ class PretrainDataConfig(StrictModel):
     model_config = ConfigDict(frozen=True)
 
     read_concurrency: int | None = Field(
-        None, ge=1, description="max parallel Parquet read tasks (None: Ray Data decides)"
+        None, ge=1, description="max parallel read-and-crop tasks, one corpus part each (None: Ray Data decides)"
     )
     map_batch_rows: int = Field(
         32, ge=1, description="corpus rows per window-cropping task: small blocks keep the data position fine-grained"
