@@ -35,7 +35,14 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.config import PretrainConfig  # noqa: E402
-from training.data import WindowSpec, build_dataset, crop_windows, open_corpus, write_sine_corpus  # noqa: E402
+from training.data import (  # noqa: E402
+    WindowSpec,
+    build_dataset,
+    corpus_rows,
+    crop_windows,
+    open_corpus,
+    write_sine_corpus,
+)
 from training.loop import StepResult, train_local, windows_to_batches  # noqa: E402
 from training.metrics import read_metrics, step_records  # noqa: E402
 from training.model import FactoSTBackbone  # noqa: E402
@@ -70,7 +77,7 @@ def make_windows(corpus_url: str, cfg: PretrainConfig) -> dict[str, np.ndarray]:
 
     version = open_corpus(corpus_url)
     table = read_table(version, ["sample_id", "values"])
-    rows = {"sample_id": table.column("sample_id").to_numpy(), "values": table.column("values").to_numpy(False)}
+    rows = corpus_rows(table)
     spec = WindowSpec.from_config(cfg)
     need, epochs, epoch = cfg.steps * cfg.batch_size, [], 0
     while sum(len(e["sample_id"]) for e in epochs) < need:

@@ -54,14 +54,13 @@ def fev_window_predictions(pipeline: FactoSTPipeline, window: Any, quantile_leve
     datasets = _require("datasets")
     past, _future = window.get_input_data()
     levels = _levels_with_median(quantile_levels)
-    median = levels.index(0.5)
     out = {}
     for column in window.target_columns:
         contexts = [_as_context(v, f"fev item {item_id!r}, column {column!r}")
                     for item_id, v in zip(past[window.id_column], past[column], strict=True)]
-        q, _mean = pipeline.predict_quantiles(contexts, window.horizon, quantile_levels=levels, batch_size=batch_size)
+        q, median = pipeline.predict_quantiles(contexts, window.horizon, quantile_levels=levels, batch_size=batch_size)
         q64 = q.double().numpy()
-        columns: dict[str, list[list[float]]] = {"predictions": q64[:, :, median].tolist()}
+        columns: dict[str, list[list[float]]] = {"predictions": median.double().numpy().tolist()}
         for i, level in enumerate(levels):
             if level in quantile_levels:
                 columns[str(level)] = q64[:, :, i].tolist()
@@ -111,11 +110,11 @@ class GluonTSPredictor:
 
     def _predict_batch(self, entries: list[dict[str, Any]]) -> Iterator[Any]:
         contexts = [_as_context(e["target"], f"gluonts item {e.get('item_id')!r}") for e in entries]
-        q, _mean = self.pipeline.predict_quantiles(contexts, self.prediction_length,
-                                                   quantile_levels=self.quantile_levels, batch_size=self.batch_size)
+        q, median = self.pipeline.predict_quantiles(contexts, self.prediction_length,
+                                                    quantile_levels=self.quantile_levels, batch_size=self.batch_size)
         keys = [str(level) for level in self.quantile_levels] + ["mean"]
-        median = self.quantile_levels.index(0.5)
-        for entry, context, quantiles in zip(entries, contexts, q.double().numpy(), strict=True):
-            arrays = np.concatenate([quantiles.T, quantiles[:, median][None, :]], axis=0)
+        for entry, context, quantiles, point in zip(entries, contexts, q.double().numpy(), median.double().numpy(),
+                                                    strict=True):
+            arrays = np.concatenate([quantiles.T, point[None, :]], axis=0)
             yield self._quantile_forecast(forecast_arrays=arrays, start_date=entry["start"] + len(context),
                                           forecast_keys=keys, item_id=entry.get("item_id"))

@@ -16,6 +16,7 @@ from training.data import (
     DataPosition,
     ExactBatches,
     WindowSpec,
+    corpus_rows,
     crop_windows,
     epoch_part_order,
     future_patches_for_step,
@@ -127,10 +128,7 @@ def test_read_and_crop_yields_each_parts_windows_for_its_epoch(tmp_path) -> None
     blocks = list(read_and_crop(units, paths, None, spec, rows_per_block=3))
     assert [len(b["sample_id"]) for b in blocks] == [3, 3, 2, 3, 3, 2]  # parts of 8 rows in blocks of 3
     for part, epoch, got in ((1, 5, blocks[:3]), (0, 2, blocks[3:])):
-        table = pq.read_table(paths[part])
-        rows = {"sample_id": table.column("sample_id").to_numpy(),
-                "values": table.column("values").to_numpy(zero_copy_only=False)}
-        expected = crop_windows(rows, epoch, spec)
+        expected = crop_windows(corpus_rows(pq.read_table(paths[part])), epoch, spec)
         np.testing.assert_array_equal(np.concatenate([b["context"] for b in got]), expected["context"])
         assert set(np.concatenate([b["epoch"] for b in got]).tolist()) == {epoch}
     orders = [epoch_part_order(10, 0, e, shuffle=True) for e in range(4)]
