@@ -33,6 +33,10 @@ class SourceConfig(StrictModel):
     freq: str | None = Field(None, description="Pandas offset alias; overrides what the connector infers")
     options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options")
     origin: SourceOrigin | None = Field(None, description="Licence, size and landing page of a public source")
+    holdout: int = Field(
+        0, ge=0, description="Points cut from the end of every series before it is validated and stored: a "
+        "forecast of this dataset's last `holdout` points (its evaluation window) is then never trained on",
+    )
     benchmark: str | None = Field(
         None, description="The evaluation benchmark whose dataset this source is (registry name): its series never "
         "enter the training corpus while that benchmark is evaluated",

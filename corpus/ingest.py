@@ -194,7 +194,12 @@ def prepared_batches(series: Iterator[RawSeries], source: SourceConfig, cfg: Ing
             values = np.asarray(raw.target, dtype=np.float32)
         if values.ndim != 1:
             raise MalformedInputError(raw.input, f"item {raw.item_id}", f"target has shape {values.shape}, not 1-D")
-        reason = validate_series(np.asarray(raw.target, dtype=np.float64), cfg.min_length)
+        full = np.asarray(raw.target, dtype=np.float64)
+        if source.holdout:  # the evaluation window never reaches validation, hashing or the parts
+            values, full = values[: max(len(values) - source.holdout, 0)], full[: max(len(full) - source.holdout, 0)]
+        reason = validate_series(full, cfg.min_length)
+        if reason is not None and source.holdout:
+            reason = f"{reason} (after holding out the last {source.holdout})"
         if reason is None and np.isinf(values).any():  # finite float64 that overflows float32
             reason = "value out of float32 range"
         row: dict[str, Any] = {"series_id": f"{source.name}/{raw.item_id}", "input": raw.input, "reason": reason,

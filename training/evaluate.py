@@ -178,7 +178,8 @@ def read_source(source: Any, storage_options: dict[str, Any] | None = None) -> E
     from corpus.ingest import prepared_batches
     from corpus.sources.registry import get_connector
 
-    source = localized_source(source, IngestConfig(), None)  # https:// and hf:// inputs: from the verified cache
+    # the whole series (the window a corpus holds out is what is scored); https:// and hf:// from the cache
+    source = localized_source(source.model_copy(update={"holdout": 0}), IngestConfig(), None)
     connector = get_connector(source.kind)
     raw = connector.read(source.paths, connector.parse_options(source.options), dict(storage_options or {}))
     ids, series, freqs, skipped = [], [], [], Counter()

@@ -67,6 +67,26 @@ def test_bad_series_go_to_quarantine_and_duplicates_are_kept_once(tmp_path: Path
     assert stats["missing_points"] == 1
 
 
+def test_holdout_keeps_each_series_last_points_out_and_evaluation_still_scores_them(tmp_path: Path) -> None:
+    from training.evaluate import read_source
+
+    _write_long_csv(tmp_path / "in.csv", {"long": [str(float(i)) for i in range(30)], "edge": ["7"] * 14})
+    source = SourceConfig(name="demo", kind="long", paths=[str(tmp_path / "in.csv")], freq="min", holdout=5)
+    result = ingest_source(source, IngestConfig(min_length=10), str(tmp_path / "root"))
+
+    table = read_table(result.version)
+    assert table.column("series_id").to_pylist() == ["demo/long"]
+    assert table.column("target")[0].as_py() == [float(i) for i in range(25)]  # the last 5 never stored
+    quarantine = read_side_table(result.version, "quarantine").to_pylist()
+    assert [(r["series_id"], r["reason"], r["length"]) for r in quarantine] == [
+        ("demo/edge", "too short: 9 points < min_length 10 (after holding out the last 5)", 9)]
+    without = ingest_source(source.model_copy(update={"holdout": 0}), IngestConfig(min_length=10),
+                            str(tmp_path / "root"))
+    assert without.version.version_id != result.version.version_id  # the holdout is part of the version id
+    scored = read_source(source)  # evaluation reads the whole series, the held-out window included
+    assert [len(s) for s in scored.series] == [30, 14]
+
+
 def test_reingest_unchanged_is_a_noop_and_a_changed_input_makes_a_new_version(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     _write_long_csv(path, {"a": [str(i) for i in range(12)]})
