@@ -190,14 +190,13 @@ def prepared_batches(series: Iterator[RawSeries], source: SourceConfig, cfg: Ing
     """
     buffer = _ColumnBuffer(INGEST_UNIT_SCHEMA)
     for raw in series:
+        # the evaluation window a holdout names never reaches validation, hashing or the parts
+        target = raw.target[: max(len(raw.target) - source.holdout, 0)] if source.holdout else raw.target
         with np.errstate(over="ignore"):  # an overflow to inf is found below and quarantined with its reason
-            values = np.asarray(raw.target, dtype=np.float32)
+            values = np.asarray(target, dtype=np.float32)
         if values.ndim != 1:
             raise MalformedInputError(raw.input, f"item {raw.item_id}", f"target has shape {values.shape}, not 1-D")
-        full = np.asarray(raw.target, dtype=np.float64)
-        if source.holdout:  # the evaluation window never reaches validation, hashing or the parts
-            values, full = values[: max(len(values) - source.holdout, 0)], full[: max(len(full) - source.holdout, 0)]
-        reason = validate_series(full, cfg.min_length)
+        reason = validate_series(np.asarray(target, dtype=np.float64), cfg.min_length)
         if reason is not None and source.holdout:
             reason = f"{reason} (after holding out the last {source.holdout})"
         if reason is None and np.isinf(values).any():  # finite float64 that overflows float32
