@@ -32,6 +32,8 @@ from typer import _click as click  # typer's bundled click: the exceptions its p
 from pipelines import PROJECT_LOGGERS
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's own 20 s wait for its ephemeral API server ran out on a busy 2-core machine, failing the whole job.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # torch's OpenMP threads spin while waiting; on a small shared machine that made 2-thread runs 3-9x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -182,6 +184,18 @@ def settings(profile: str, sets: list[str] | None, shorthands: dict[Any, Any] | 
         raise usage_error(str(exc), "'--set'") from None
 
 
+def cluster_settings(profile: str, sets: list[str] | None, shorthands: dict[Any, Any] | None = None) -> Any:
+    """``settings`` for a command that runs on Ray: a named cluster that does not answer fails here, in seconds,
+    before Prefect or Ray start."""
+    from infra.ray_runtime import LOCAL_ADDRESSES, check_reachable
+
+    prof = settings(profile, sets, shorthands)
+    address = prof.ray.address or os.environ.get("RAY_ADDRESS") or ""
+    if address not in LOCAL_ADDRESSES:
+        check_reachable(address)
+    return prof
+
+
 def _default_name(path: str) -> str:
     from infra.storage import inner_name
 
@@ -231,7 +245,7 @@ def ingest(
 
     source, rest = _source_config({"name": name or _default_name(paths[0]), "kind": kind, "paths": paths,
                                    "domain": domain, "freq": freq}, set_)
-    prof = settings(profile, rest, {"storage.root": out_root, "ingest.min_length": min_length})
+    prof = cluster_settings(profile, rest, {"storage.root": out_root, "ingest.min_length": min_length})
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=_console(),
                   transient=True) as progress:
         bar = progress.add_task(f"ingesting {source.name}", total=None)
@@ -319,7 +333,7 @@ def synth(
     """KernelSynth: synthesize N series of length L into the corpus; prints the version folder last."""
     from corpus.kernelsynth import synthesize
 
-    prof = settings(profile, set_, {"storage.root": out_root, "synth.n_series": n, "synth.length": length,
+    prof = cluster_settings(profile, set_, {"storage.root": out_root, "synth.n_series": n, "synth.length": length,
                                     "synth.seed": seed, "synth.workers": workers})
     version = synthesize(prof.synth, prof.storage.root, prof.storage.options, progress=True)
     return _version_outcome(version, "kernelsynth")
@@ -341,7 +355,7 @@ def balance(
     from corpus.blast.balance import balance as run_balance
     from pipelines.refresh import leakage_filter
 
-    prof = settings(profile, set_, {"storage.root": out_root, "balance.n_samples": samples,
+    prof = cluster_settings(profile, set_, {"storage.root": out_root, "balance.n_samples": samples,
                                     "balance.sample_length": length, "balance.seed": seed})
     root, options = prof.storage.root, prof.storage.options  # the profile's benchmarks stay out, as in a refresh
     leakage = leakage_filter(prof.leakage, prof.benchmarks, prof.ingest.sources, root, options)
@@ -383,7 +397,7 @@ def pretrain(
     from pipelines.reporting import rich_table
 
     precision = None if gpu is None else ("bf16" if gpu else "fp32")
-    prof = settings(profile, set_, {
+    prof = cluster_settings(profile, set_, {
         "storage.root": out_root, "ray.address": ray_address, "pretrain.size": size, "pretrain.steps": steps,
         "pretrain.batch_size": batch_size, "pretrain.context_length": context, "pretrain.max_horizon": horizon,
         "pretrain.lr": lr, "pretrain.num_workers": workers, "pretrain.use_gpu": gpu, "pretrain.precision": precision,
@@ -464,7 +478,7 @@ def adapt(
     names = [b.strip() for b in benchmarks.split(",") if b.strip()]
     if not names:
         raise usage_error("no benchmark named", "'--benchmarks'")
-    prof = settings(profile, set_, {
+    prof = cluster_settings(profile, set_, {
         "storage.root": out_root, "adapt.modes": mode, "adapt.horizons": _horizons(horizon),
         "benchmarks.data_dir": data_dir, "benchmarks.parallel": parallel, **_benchmark_overrides(benchmark_option),
     })
@@ -532,7 +546,7 @@ def evaluate(
 
     if name and len(paths) > 1:
         raise usage_error("--name names one dataset; several paths were given", "'--name'")
-    prof = settings(profile, [p for p in set_ or [] if not p.strip().startswith("source.")])
+    prof = cluster_settings(profile, [p for p in set_ or [] if not p.strip().startswith("source.")])
     options = prof.storage.options or None
     model = from_pretrained(checkpoint, options)
     data = []
@@ -573,7 +587,7 @@ def run_refresh(
     from pipelines.refresh import corpus_refresh_flow
     from pipelines.reporting import rich_table
 
-    result = corpus_refresh_flow(settings(profile, set_))
+    result = corpus_refresh_flow(cluster_settings(profile, set_))
     tables = [rich_table([result.kernelsynth, result.training_corpus], title="corpus")]
     if result.sources:
         tables.insert(0, rich_table([{k: v for k, v in s.items() if k != "version"} for s in result.sources],
@@ -596,7 +610,7 @@ def run_pretrain_then_adapt(
     from pipelines.one_click import pretrain_then_adapt_flow
 
     names = [b.strip() for b in benchmarks.split(",") if b.strip()] if benchmarks else None
-    prof = settings(profile, set_, {"benchmarks.data_dir": data_dir, "benchmarks.names": names})
+    prof = cluster_settings(profile, set_, {"benchmarks.data_dir": data_dir, "benchmarks.names": names})
     result = pretrain_then_adapt_flow(prof, refresh=refresh)
     failed = {str(r.get("benchmark")): str(r.get("error", "failed")) for r in result.results
               if r.get("status") == "failed"}
@@ -618,7 +632,7 @@ def rerun(
     from pipelines.reporting import rich_table
     from pipelines.rerun import RerunMismatch, rerun_flow
 
-    prof = settings(profile, set_, {"storage.root": out_root})
+    prof = cluster_settings(profile, set_, {"storage.root": out_root})
     try:
         outcome = rerun_flow(run_id, prof, force=force, tolerance=tolerance)
     except RerunMismatch as exc:
