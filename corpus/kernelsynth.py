@@ -127,6 +127,14 @@ class KernelSynthConfig(StrictModel):
         description="largest product of factor ranks drawn through features; wider products go dense",
     )
     max_redraws: int = Field(16, ge=0, description="redraws allowed per series after linear-algebra failures")
+    random_walk_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="chance that a series also gets an independent Wiener-process term (covariance "
+        "s^2 min(x, y)): the unit-root behaviour of prices and rates, which no kernel of the bank has; "
+        "0 keeps the Chronos reference",
+    )
 
     def fingerprint(self) -> dict[str, Any]:
         """The fields that decide the output (execution-only fields excluded)."""
@@ -324,6 +332,24 @@ class SynthSeries:
     routes: tuple[str, ...]
 
 
+def add_random_walk(
+    values: np.ndarray, label: str, routes: list[str], cfg: KernelSynthConfig, index: int, attempt: int
+) -> tuple[np.ndarray, str, list[str]]:
+    """With ``random_walk_probability``, the draw plus ``s * W(x)``, W a Wiener process on the grid.
+
+    Its own sub-stream (spawn key ``(index, attempt, 1)``) leaves the kernel draw and its normals as they are.
+    ``s^2`` is the draw's mean square times a log-uniform factor in [0.1, 10], so the walk ranges from a slow
+    drift under the kernel's pattern to the whole series.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, attempt, 1)))
+    if rng.random() >= cfg.random_walk_probability:
+        return values, label, routes
+    scale = float(np.sqrt(max(np.mean(values**2), 1e-12) * 10.0 ** rng.uniform(-1.0, 1.0)))
+    steps = rng.standard_normal(len(values) - 1) * np.sqrt(np.diff(np.linspace(0.0, 1.0, len(values))))
+    walk = np.concatenate([[0.0], np.cumsum(steps)])  # W(0) = 0, Var W(x) = x
+    return values + scale * walk, f"{label} + RandomWalk", [*routes, "random-walk"]
+
+
 def generate_series(cfg: KernelSynthConfig, index: int, sampler: GridSampler | None = None) -> SynthSeries:
     """Series ``index`` of ``cfg``: the same values whatever process, chunk or order computes it."""
     sampler = sampler or sampler_for(cfg)
@@ -337,6 +363,8 @@ def generate_series(cfg: KernelSynthConfig, index: int, sampler: GridSampler | N
         except np.linalg.LinAlgError as exc:
             failures.append(f"{label}: {exc}")
             continue
+        if cfg.random_walk_probability > 0.0:
+            values, label, routes = add_random_walk(values, label, routes, cfg, index, attempt)
         return SynthSeries(index, values, label, attempt, tuple(failures), tuple(routes))
     raise RuntimeError(
         f"kernelsynth series {index} (seed {cfg.seed}): all {cfg.max_redraws + 1} kernel draws failed: "

@@ -205,6 +205,29 @@ def test_fixed_seed_draws_pinned_kernels() -> None:
     ]
 
 
+def test_random_walk_term_is_a_wiener_process_added_to_the_unchanged_draw() -> None:
+    """The added term starts at 0 and its end-point variance equals its quadratic variation (Var W(1) = 1)."""
+    plain = KernelSynthConfig(n_series=400, length=128, seed=3)
+    walked = plain.model_copy(update={"random_walk_probability": 1.0})
+    half = plain.model_copy(update={"random_walk_probability": 0.5})
+    ratios_end, ratios_mid = [], []
+    for i in range(400):
+        base, walk = generate_series(plain, i), generate_series(walked, i)
+        assert walk.kernel == f"{base.kernel} + RandomWalk" and walk.routes[-1] == "random-walk"
+        term = walk.values - base.values
+        assert term[0] == 0.0
+        quadratic_variation = float(np.sum(np.diff(term) ** 2))
+        ratios_end.append(term[-1] ** 2 / quadratic_variation)
+        ratios_mid.append(term[64] ** 2 / quadratic_variation)
+    assert np.mean(ratios_end) == pytest.approx(1.0, abs=0.15)
+    assert np.mean(ratios_mid) == pytest.approx(64 / 127, abs=0.08)
+    halves = [generate_series(half, i) for i in range(400)]
+    assert sum(h.kernel.endswith("+ RandomWalk") for h in halves) == pytest.approx(200, abs=30)
+    for i, h in enumerate(halves[:20]):  # each series is either the plain draw or the walked one, bit for bit
+        expected = walked if h.kernel.endswith("+ RandomWalk") else plain
+        np.testing.assert_array_equal(h.values, generate_series(expected, i).values)
+
+
 class FailFirst(GridSampler):
     """Fails the first draw it is asked for, as a singular factorization would."""
 
@@ -244,7 +267,8 @@ def test_series_fail_with_their_index_when_every_draw_fails() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("length", 0), ("max_kernels", 0), ("n_series", -1), ("product_probability", 1.5), ("workers", 0)],
+    [("length", 0), ("max_kernels", 0), ("n_series", -1), ("product_probability", 1.5), ("workers", 0),
+     ("random_walk_probability", -0.1)],
 )
 def test_bad_config_values_are_rejected_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
