@@ -345,7 +345,7 @@ def add_random_walk(
     if rng.random() >= cfg.random_walk_probability:
         return values, label, routes
     scale = float(np.sqrt(max(np.mean(values**2), 1e-12) * 10.0 ** rng.uniform(-1.0, 1.0)))
-    steps = rng.standard_normal(len(values) - 1) * np.sqrt(np.diff(np.linspace(0.0, 1.0, len(values))))
+    steps = rng.standard_normal(len(values) - 1) / np.sqrt(max(len(values) - 1, 1))  # the grid's spacing
     walk = np.concatenate([[0.0], np.cumsum(steps)])  # W(0) = 0, Var W(x) = x
     return values + scale * walk, f"{label} + RandomWalk", [*routes, "random-walk"]
 

@@ -87,9 +87,9 @@ def _connect(
     """``ensure_ray``'s work, under its lock."""
     import ray
 
-    address = address if address is not None else os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if ray.is_initialized():
-        if not (_LOCAL_CHAIN and _LOCAL_CHAIN[0] != _chain_digest() and address in (None, *LOCAL_ADDRESSES)):
+        if not (_LOCAL_CHAIN and _LOCAL_CHAIN[0] != _chain_digest() and address is None):
             res = ray.cluster_resources()
             return RayHandle(None, False, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
         # a profile's credentials were exported after our local Ray started: its workers would lack them
@@ -97,7 +97,7 @@ def _connect(
         ray.shutdown()
     runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     common: dict[str, Any] = {"log_to_driver": log_to_driver, "runtime_env": runtime_env}
-    if address is not None and address not in LOCAL_ADDRESSES:
+    if address is not None:
         check_reachable(address)
         try:
             ray.init(address=address, **common)
@@ -164,6 +164,12 @@ def _init_local(**kwargs: Any) -> None:
     started.wait()
     if errors:
         raise errors[0]
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS``; None when that means a local Ray."""
+    address = address if address is not None else os.environ.get("RAY_ADDRESS")
+    return None if address is None or address in LOCAL_ADDRESSES else address
 
 
 def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:

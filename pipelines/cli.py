@@ -187,11 +187,10 @@ def settings(profile: str, sets: list[str] | None, shorthands: dict[Any, Any] | 
 def cluster_settings(profile: str, sets: list[str] | None, shorthands: dict[Any, Any] | None = None) -> Any:
     """``settings`` for a command that runs on Ray: a named cluster that does not answer fails here, in seconds,
     before Prefect or Ray start."""
-    from infra.ray_runtime import LOCAL_ADDRESSES, check_reachable
+    from infra.ray_runtime import check_reachable, cluster_address
 
     prof = settings(profile, sets, shorthands)
-    address = prof.ray.address or os.environ.get("RAY_ADDRESS") or ""
-    if address not in LOCAL_ADDRESSES:
+    if (address := cluster_address(prof.ray.address)) is not None:
         check_reachable(address)
     return prof
 
@@ -333,8 +332,8 @@ def synth(
     """KernelSynth: synthesize N series of length L into the corpus; prints the version folder last."""
     from corpus.kernelsynth import synthesize
 
-    prof = cluster_settings(profile, set_, {"storage.root": out_root, "synth.n_series": n, "synth.length": length,
-                                    "synth.seed": seed, "synth.workers": workers})
+    prof = cluster_settings(profile, set_, {"storage.root": out_root, "synth.n_series": n,
+                                            "synth.length": length, "synth.seed": seed, "synth.workers": workers})
     version = synthesize(prof.synth, prof.storage.root, prof.storage.options, progress=True)
     return _version_outcome(version, "kernelsynth")
 
@@ -356,7 +355,7 @@ def balance(
     from pipelines.refresh import leakage_filter
 
     prof = cluster_settings(profile, set_, {"storage.root": out_root, "balance.n_samples": samples,
-                                    "balance.sample_length": length, "balance.seed": seed})
+                                            "balance.sample_length": length, "balance.seed": seed})
     root, options = prof.storage.root, prof.storage.options  # the profile's benchmarks stay out, as in a refresh
     leakage = leakage_filter(prof.leakage, prof.benchmarks, prof.ingest.sources, root, options)
     version = run_balance(corpus, prof.balance, root, options, progress=True, leakage=leakage)

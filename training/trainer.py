@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from infra.fingerprint import code_version, stable_hash
-from infra.ray_runtime import LOCAL_ADDRESSES, ensure_ray, pyarrow_filesystem, shutdown_ray
+from infra.ray_runtime import cluster_address, ensure_ray, pyarrow_filesystem, shutdown_ray
 from infra.storage import filesystem, join, read_json, write_json_atomic
 from infra.tracking import open_sinks
 from training.config import PretrainConfig
@@ -185,8 +184,7 @@ def pretrain(
     start_step = resume.step if resume else 0
     position = resume.position if resume else DataPosition()
     num_epochs = _epochs_needed(version, cfg, corpus_url, start_step, position)
-    address = ray_address if ray_address is not None else os.environ.get("RAY_ADDRESS")
-    if address and address not in LOCAL_ADDRESSES and "://" not in out_root:
+    if cluster_address(ray_address) is not None and "://" not in out_root:
         log.warning("out_root %s is a local path on a Ray cluster: every node must see it (shared filesystem); "
                     "use s3://... otherwise", out_root)
     env_vars = deepspeed_env_vars(cfg.use_gpu)
